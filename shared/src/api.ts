@@ -1,0 +1,92 @@
+import { z } from 'zod';
+import { Labels, SafeName, AbsolutePath } from './ids.js';
+import { ToolInfo, ArtifactMetadata, WireError } from './protocol.js';
+import { Duration, Plan } from './plan.js';
+
+/** HTTP API bodies, parsed on both ends. Errors are always `{ error: { code, message, details? } }`. */
+export const ApiError = z.object({ error: WireError.extend({ details: z.array(z.string()).optional() }) });
+export type ApiError = z.infer<typeof ApiError>;
+
+export const Health = z.object({ ok: z.literal(true), version: z.string(), serverTime: z.string() });
+
+export const TokenCreateRequest = z.object({ expires: Duration.default('24h') }).strict();
+export const TokenCreateResponse = z.object({ token: z.string(), expiresAt: z.string() });
+
+export const EnrollRequest = z
+  .object({ token: z.string().min(1, 'required'), name: SafeName, labels: Labels.default({}), hostname: z.string().max(255).default('') })
+  .strict();
+export type EnrollRequest = z.infer<typeof EnrollRequest>;
+export const EnrollResponse = z.object({ agentId: z.string(), name: z.string(), secret: z.string() });
+
+export const AgentView = z.object({
+  id: z.string(),
+  name: z.string(),
+  labels: Labels,
+  online: z.boolean(),
+  hostname: z.string().nullable(),
+  version: z.string().nullable(),
+  tools: z.array(ToolInfo),
+  createdAt: z.string(),
+  lastSeenAt: z.string().nullable(),
+  revokedAt: z.string().nullable(),
+});
+export type AgentView = z.infer<typeof AgentView>;
+
+export const PlanView = z.object({ plan: Plan, createdAt: z.string(), updatedAt: z.string() });
+export type PlanView = z.infer<typeof PlanView>;
+export const PlanApplyResponse = z.object({ created: z.array(z.string()), updated: z.array(z.string()), unchanged: z.array(z.string()) });
+
+export const JobStatus = z.enum(['queued', 'dispatched', 'running', 'succeeded', 'failed', 'cancelled']);
+export type JobStatus = z.infer<typeof JobStatus>;
+export const FINISHED_JOB_STATUSES: readonly JobStatus[] = ['succeeded', 'failed', 'cancelled'];
+export const JobKind = z.enum(['backup', 'restore']);
+export type JobKind = z.infer<typeof JobKind>;
+
+export const JobProgress = z.object({ phase: z.string(), bytes: z.number(), totalBytes: z.number().optional(), at: z.string() });
+export const JobView = z.object({
+  id: z.string(),
+  kind: JobKind,
+  planId: z.string().nullable(),
+  agentName: z.string(),
+  status: JobStatus,
+  trigger: z.string(),
+  createdAt: z.string(),
+  startedAt: z.string().nullable(),
+  finishedAt: z.string().nullable(),
+  error: WireError.nullable(),
+  warnings: z.array(z.string()),
+  progress: JobProgress.nullable(),
+  snapshotId: z.string().nullable(),
+  summary: z.string().nullable(),
+});
+export type JobView = z.infer<typeof JobView>;
+
+export const ArtifactView = z.object({
+  id: z.string(),
+  step: z.number(),
+  kind: z.string(),
+  name: z.string(),
+  size: z.number(),
+  sha256: z.string(),
+  chunkCount: z.number(),
+  metadata: ArtifactMetadata,
+});
+export const SnapshotView = z.object({
+  id: z.string(),
+  planId: z.string(),
+  agentName: z.string(),
+  jobId: z.string(),
+  status: z.enum(['complete']),
+  createdAt: z.string(),
+  startedAt: z.string(),
+  durationMs: z.number(),
+  size: z.number(),
+  artifacts: z.array(ArtifactView),
+});
+export type SnapshotView = z.infer<typeof SnapshotView>;
+
+export const BackupNowResponse = z.object({ job: JobView });
+export const RestoreRequest = z
+  .object({ snapshotId: z.string().min(1), agent: SafeName, to: AbsolutePath, force: z.boolean().default(false) })
+  .strict();
+export type RestoreRequest = z.infer<typeof RestoreRequest>;

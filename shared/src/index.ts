@@ -1,0 +1,11 @@
+export * from './api.js';
+export * from './config.js';
+export * from './duration.js';
+export * from './errors.js';
+export * from './frames.js';
+export * from './ids.js';
+export * from './log.js';
+export * from './plan.js';
+export * from './protocol.js';
+
+export const LIFEBOAT_VERSION = '0.1.0';

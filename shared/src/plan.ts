@@ -1,0 +1,148 @@
+import { z } from 'zod';
+import { parseDuration } from './duration.js';
+import { AbsolutePath, Labels, SafeName } from './ids.js';
+
+/** A duration written as in plans: "26h", "7d", "1d12h". */
+export const Duration = z.string().refine((s) => parseDuration(s) !== null, 'a duration such as "90s", "15m", "26h", "7d"');
+
+/**
+ * Cron with 5 fields (minute precision) or 6 (seconds first), as node-cron takes them.
+ * The server checks it once more with node-cron itself before accepting a plan.
+ */
+export const CronExpression = z
+  .string()
+  .refine((s) => /^\S+(\s+\S+){4,5}$/.test(s.trim()), 'a cron expression with 5 or 6 fields, e.g. "0 3 * * *"');
+
+export const TimeZone = z.string().refine((tz) => {
+  try {
+    new Intl.DateTimeFormat('en', { timeZone: tz });
+    return true;
+  } catch {
+    return false;
+  }
+}, 'an IANA time zone such as "Europe/Berlin"');
+
+export const FilesStepOptions = z
+  .object({
+    paths: z.array(AbsolutePath).min(1, 'at least one path'),
+    /** Glob patterns (minimatch) matched against absolute paths, e.g. "**\/*.tmp" or "/var/www/cache/**". */
+    exclude: z.array(z.string().min(1)).default([]),
+  })
+  .strict();
+export type FilesStepOptions = z.infer<typeof FilesStepOptions>;
+
+/** Each step names exactly one source. A new source is one more optional key here and one file in agent/src/sources. */
+const stepSources = {
+  files: FilesStepOptions,
+};
+export type StepKind = keyof typeof stepSources;
+export const StepKinds = Object.keys(stepSources) as StepKind[];
+
+export const Step = z
+  .object({ files: FilesStepOptions.optional() })
+  .strict()
+  .superRefine((step, ctx) => {
+    const kinds = Object.keys(step).filter((k) => (step as Record<string, unknown>)[k] !== undefined);
+    if (kinds.length !== 1) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `a step names exactly one source (${StepKinds.join(', ')}), found ${kinds.length === 0 ? 'none' : kinds.join(', ')}`,
+      });
+    }
+  });
+export type Step = z.infer<typeof Step>;
+
+export function stepKind(step: Step): StepKind {
+  return (Object.keys(step) as StepKind[]).find((k) => step[k] !== undefined)!;
+}
+
+const KeepCount = z.number().int().min(0);
+export const RetentionPolicy = z
+  .object({
+    keepLast: KeepCount.optional(),
+    keepHourly: KeepCount.optional(),
+    keepDaily: KeepCount.optional(),
+    keepWeekly: KeepCount.optional(),
+    keepMonthly: KeepCount.optional(),
+    keepYearly: KeepCount.optional(),
+    keepWithin: Duration.optional(),
+  })
+  .strict();
+export type RetentionPolicy = z.infer<typeof RetentionPolicy>;
+
+export const DrillCheck = z.union([
+  z.object({ sql: z.string().min(1) }).strict(),
+  z.object({ command: z.array(z.string().min(1)).min(1) }).strict(),
+]);
+
+export const DrillPolicy = z
+  .object({
+    schedule: CronExpression.optional(),
+    on: z.object({ labels: Labels }).strict().default({ labels: { role: 'drill' } }),
+    allowSourceAgent: z.boolean().default(false),
+    checks: z.array(DrillCheck).default([]),
+  })
+  .strict();
+
+export const Plan = z
+  .object({
+    id: SafeName,
+    /** The agent's name, as given at enrollment. */
+    agent: SafeName,
+    /** Server-side cron; without it the plan runs only when asked (`lifeboat backup now`). */
+    schedule: CronExpression.optional(),
+    timezone: TimeZone.optional(),
+    /** A plan whose newest good backup is older than this is stale. */
+    rpo: Duration.optional(),
+    /** A job running longer than this is failed and cancelled on the agent. */
+    timeout: Duration.default('12h'),
+    /** A scheduled run that could not start within this time (agent offline) is dropped, not run late. */
+    window: Duration.default('24h'),
+    steps: z.array(Step).min(1, 'at least one step'),
+    retention: RetentionPolicy.optional(),
+    drill: DrillPolicy.optional(),
+  })
+  .strict();
+export type Plan = z.infer<typeof Plan>;
+export type PlanInput = z.input<typeof Plan>;
+
+export const PlanFile = z
+  .object({ plans: z.array(Plan).min(1, 'at least one plan') })
+  .strict()
+  .superRefine((file, ctx) => {
+    const seen = new Map<string, number>();
+    file.plans.forEach((plan, i) => {
+      const first = seen.get(plan.id);
+      if (first !== undefined) ctx.addIssue({ code: 'custom', path: ['plans', i, 'id'], message: `duplicate plan id "${plan.id}" (also plans[${first}])` });
+      else seen.set(plan.id, i);
+    });
+  });
+export type PlanFile = z.infer<typeof PlanFile>;
+
+/** Renders a zod path as people write it: plans[0].steps[1].files.paths */
+export function formatIssuePath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const part of path) {
+    if (typeof part === 'number') out += `[${part}]`;
+    else out += out ? `.${String(part)}` : String(part);
+  }
+  return out || '(root)';
+}
+
+/** Every problem of a failed parse, one line each, "path: message". */
+export function listIssues(error: z.ZodError): string[] {
+  return error.issues.map((issue) => `${formatIssuePath(issue.path)}: ${issue.message}`);
+}
+
+/** Parse options that say "required" for a missing field instead of zod's type message. */
+export const parseOptions = {
+  error: (issue: { input?: unknown; code?: string }) =>
+    issue.input === undefined && issue.code === 'invalid_type' ? 'required' : undefined,
+} as const;
+
+export type ParseResult<T> = { ok: true; value: T } | { ok: false; problems: string[] };
+
+export function parsePlanFile(data: unknown): ParseResult<PlanFile> {
+  const result = PlanFile.safeParse(data, parseOptions);
+  return result.success ? { ok: true, value: result.data } : { ok: false, problems: listIssues(result.error) };
+}
