@@ -1,0 +1,51 @@
+import type { Readable } from 'node:stream';
+import type { ArtifactKind, ArtifactMetadata, Logger, RestoreTarget } from '@lifeboat/shared';
+
+/** What a source may do while it runs: report, warn, and stop when the job is cancelled. */
+export interface JobContext {
+  jobId: string;
+  /** Aborted when the job is cancelled, times out or the connection to the server is lost. */
+  signal: AbortSignal;
+  log: Logger;
+  /** A problem the job survives (an unreadable file): listed in the job's warnings, never silently dropped. */
+  warn(message: string): void;
+  /** Where the work is; bytes so far and, when known, the total. */
+  progress(phase: string, bytes: number, totalBytes?: number): void;
+}
+
+/** One artifact's bytes as they are produced. */
+export interface BackupStream {
+  kind: ArtifactKind;
+  /** A name for people, e.g. the archived paths or the database. */
+  name: string;
+  /** The artifact's bytes. Consumed exactly once, at the consumer's pace (backpressure reaches the producer). */
+  stream: Readable;
+  /**
+   * Settles after `stream` has ended: resolves with what the artifact records about its content, or rejects
+   * with a LifeboatError when the artifact is not complete (a child's exit code or signal, a truncated stream).
+   * A backup is recorded only when this resolved.
+   */
+  metadata: Promise<ArtifactMetadata>;
+}
+
+export interface RestoreSummary {
+  /** One line for people, e.g. "restored 1204 entries (210.4 MiB) into /srv/restore". */
+  summary: string;
+  /** Entries that were deliberately not restored, each with why. */
+  skipped: string[];
+}
+
+/**
+ * A backup source: one file per kind (files, postgres, mysql, sqlite, command) behind this interface.
+ * `backup` fails fast (before any byte moves) on what it can check up front, such as a missing path.
+ */
+export interface Source<Options> {
+  kind: ArtifactKind;
+  backup(options: Options, ctx: JobContext): Promise<BackupStream>;
+  restore(input: Readable, target: RestoreTarget, options: RestoreOptions, ctx: JobContext): Promise<RestoreSummary>;
+}
+
+export interface RestoreOptions {
+  /** Restore the recorded uid/gid (as root, for moving a machine); otherwise files belong to the restoring user. */
+  preserveOwner: boolean;
+}

@@ -1,0 +1,285 @@
+import { and, asc, desc, eq, inArray, isNull, lt, type SQL } from 'drizzle-orm';
+import { LifeboatError, Plan, type JobStatus, type Plan as PlanT } from '@lifeboat/shared';
+import type { CatalogDb } from './db.js';
+import { agents, artifactChunks, artifacts, enrollmentTokens, jobs, plans, snapshots } from './schema.js';
+
+export type AgentRow = typeof agents.$inferSelect;
+export type JobRow = typeof jobs.$inferSelect;
+export type SnapshotRow = typeof snapshots.$inferSelect;
+export type ArtifactRow = typeof artifacts.$inferSelect;
+export type PlanRow = { plan: PlanT; createdAt: number; updatedAt: number };
+
+export const ACTIVE_JOB_STATUSES: JobStatus[] = ['queued', 'dispatched', 'running'];
+
+export interface NewArtifact {
+  id: string;
+  step: number;
+  kind: string;
+  name: string;
+  size: number;
+  sha256: string;
+  metadata: unknown;
+  chunks: { id: string; size: number }[];
+}
+
+export interface NewSnapshot {
+  id: string;
+  planId: string;
+  agentId: string;
+  jobId: string;
+  createdAt: number;
+  startedAt: number;
+  artifacts: NewArtifact[];
+}
+
+/**
+ * Every catalog read and write, so the rest of the server never writes SQL.
+ * better-sqlite3 is synchronous and the server is one process, so a transaction here is atomic with respect
+ * to every other caller (used for "one active job per plan" and "a token is used once").
+ */
+export class Catalog {
+  constructor(readonly db: CatalogDb) {}
+
+  close(): void {
+    this.db.$client.close();
+  }
+
+  // ── enrollment and agents ──────────────────────────────────────────────────
+  addEnrollmentToken(row: { id: string; tokenHash: string; createdAt: number; expiresAt: number }): void {
+    this.db.insert(enrollmentTokens).values(row).run();
+  }
+
+  /** Trades a one-time token for a new agent, atomically: a token is used at most once. */
+  enroll(input: { tokenHash: string; agentId: string; name: string; labels: Record<string, string>; secretHash: string; now: number }): AgentRow {
+    return this.db.transaction((tx) => {
+      const token = tx.select().from(enrollmentTokens).where(eq(enrollmentTokens.tokenHash, input.tokenHash)).get();
+      if (!token) throw new LifeboatError('unauthorized', 'unknown enrollment token; create one with `lifeboat token create`');
+      if (token.usedAt !== null) throw new LifeboatError('unauthorized', 'this enrollment token was already used; create a new one with `lifeboat token create`');
+      if (token.expiresAt <= input.now) throw new LifeboatError('unauthorized', 'this enrollment token has expired; create a new one with `lifeboat token create`');
+      const existing = tx.select().from(agents).where(eq(agents.name, input.name)).get();
+      if (existing && existing.revokedAt === null) {
+        throw new LifeboatError('conflict', `an agent named "${input.name}" is already enrolled; choose another --name, or revoke it first (lifeboat agents revoke ${input.name})`);
+      }
+      if (existing) tx.delete(agents).where(eq(agents.id, existing.id)).run();
+      const row: AgentRow = {
+        id: input.agentId,
+        name: input.name,
+        labels: input.labels,
+        secretHash: input.secretHash,
+        createdAt: input.now,
+        lastSeenAt: null,
+        revokedAt: null,
+        hostname: null,
+        version: null,
+        tools: [],
+      };
+      tx.insert(agents).values(row).run();
+      tx.update(enrollmentTokens).set({ usedAt: input.now, usedByAgentId: row.id }).where(eq(enrollmentTokens.id, token.id)).run();
+      return row;
+    });
+  }
+
+  agentById(id: string): AgentRow | undefined {
+    return this.db.select().from(agents).where(eq(agents.id, id)).get();
+  }
+
+  agentByName(name: string): AgentRow | undefined {
+    return this.db.select().from(agents).where(eq(agents.name, name)).get();
+  }
+
+  listAgents(): AgentRow[] {
+    return this.db.select().from(agents).orderBy(asc(agents.name)).all();
+  }
+
+  revokeAgent(id: string, now: number): void {
+    this.db.update(agents).set({ revokedAt: now }).where(eq(agents.id, id)).run();
+  }
+
+  recordHello(id: string, hello: { hostname: string; version: string; tools: AgentRow['tools'] }, now: number): void {
+    this.db.update(agents).set({ ...hello, lastSeenAt: now }).where(eq(agents.id, id)).run();
+  }
+
+  touchAgent(id: string, now: number): void {
+    this.db.update(agents).set({ lastSeenAt: now }).where(eq(agents.id, id)).run();
+  }
+
+  // ── plans ──────────────────────────────────────────────────────────────────
+  applyPlans(list: PlanT[], now: number): { created: string[]; updated: string[]; unchanged: string[] } {
+    return this.db.transaction((tx) => {
+      const out = { created: [] as string[], updated: [] as string[], unchanged: [] as string[] };
+      for (const plan of list) {
+        const existing = tx.select().from(plans).where(eq(plans.id, plan.id)).get();
+        if (!existing) {
+          tx.insert(plans).values({ id: plan.id, agentName: plan.agent, body: plan, createdAt: now, updatedAt: now }).run();
+          out.created.push(plan.id);
+        } else if (JSON.stringify(existing.body) === JSON.stringify(plan)) {
+          out.unchanged.push(plan.id);
+        } else {
+          tx.update(plans).set({ agentName: plan.agent, body: plan, updatedAt: now }).where(eq(plans.id, plan.id)).run();
+          out.updated.push(plan.id);
+        }
+      }
+      return out;
+    });
+  }
+
+  private toPlanRow(row: typeof plans.$inferSelect): PlanRow {
+    return { plan: Plan.parse(row.body), createdAt: row.createdAt, updatedAt: row.updatedAt };
+  }
+
+  listPlans(): PlanRow[] {
+    return this.db.select().from(plans).orderBy(asc(plans.id)).all().map((r) => this.toPlanRow(r));
+  }
+
+  plan(id: string): PlanRow | undefined {
+    const row = this.db.select().from(plans).where(eq(plans.id, id)).get();
+    return row ? this.toPlanRow(row) : undefined;
+  }
+
+  plansForAgent(name: string): PlanT[] {
+    return this.db.select().from(plans).where(eq(plans.agentName, name)).orderBy(asc(plans.id)).all().map((r) => this.toPlanRow(r).plan);
+  }
+
+  deletePlan(id: string): boolean {
+    return this.db.delete(plans).where(eq(plans.id, id)).run().changes > 0;
+  }
+
+  // ── jobs ───────────────────────────────────────────────────────────────────
+  /** Inserts a backup job unless the plan already has one queued, dispatched or running (then returns that one). */
+  createBackupJobUnlessActive(row: { id: string; planId: string; agentId: string; trigger: string; now: number }): { job: JobRow; created: boolean } {
+    return this.db.transaction((tx) => {
+      const active = tx
+        .select()
+        .from(jobs)
+        .where(and(eq(jobs.planId, row.planId), inArray(jobs.status, ACTIVE_JOB_STATUSES)))
+        .get();
+      if (active) return { job: active, created: false };
+      const job = this.newJobRow({ id: row.id, kind: 'backup', planId: row.planId, agentId: row.agentId, trigger: row.trigger, params: null, createdAt: row.now });
+      tx.insert(jobs).values(job).run();
+      return { job, created: true };
+    });
+  }
+
+  createRestoreJob(row: { id: string; agentId: string; params: unknown; now: number }): JobRow {
+    const job = this.newJobRow({ id: row.id, kind: 'restore', planId: null, agentId: row.agentId, trigger: 'manual', params: row.params, createdAt: row.now });
+    this.db.insert(jobs).values(job).run();
+    return job;
+  }
+
+  private newJobRow(base: Pick<JobRow, 'id' | 'kind' | 'planId' | 'agentId' | 'trigger' | 'params' | 'createdAt'>): JobRow {
+    return {
+      ...base,
+      status: 'queued',
+      dispatchedAt: null,
+      startedAt: null,
+      finishedAt: null,
+      errorCode: null,
+      errorMessage: null,
+      warnings: [],
+      progress: null,
+      snapshotId: null,
+      summary: null,
+    };
+  }
+
+  job(id: string): JobRow | undefined {
+    return this.db.select().from(jobs).where(eq(jobs.id, id)).get();
+  }
+
+  listJobs(filter: { planId?: string; agentId?: string; status?: JobStatus; limit?: number } = {}): JobRow[] {
+    const where: SQL[] = [];
+    if (filter.planId) where.push(eq(jobs.planId, filter.planId));
+    if (filter.agentId) where.push(eq(jobs.agentId, filter.agentId));
+    if (filter.status) where.push(eq(jobs.status, filter.status));
+    return this.db
+      .select()
+      .from(jobs)
+      .where(where.length ? and(...where) : undefined)
+      .orderBy(desc(jobs.createdAt), desc(jobs.id))
+      .limit(filter.limit ?? 50)
+      .all();
+  }
+
+  jobsForAgent(agentId: string, statuses: JobStatus[]): JobRow[] {
+    return this.db.select().from(jobs).where(and(eq(jobs.agentId, agentId), inArray(jobs.status, statuses))).orderBy(asc(jobs.createdAt)).all();
+  }
+
+  jobsWithStatus(statuses: JobStatus[]): JobRow[] {
+    return this.db.select().from(jobs).where(inArray(jobs.status, statuses)).orderBy(asc(jobs.createdAt)).all();
+  }
+
+  /** Moves a job on only if it is still in one of `from`; false when another path got there first. */
+  transitionJob(id: string, from: JobStatus[], patch: Partial<JobRow> & { status: JobStatus }): boolean {
+    return this.db.update(jobs).set(patch).where(and(eq(jobs.id, id), inArray(jobs.status, from))).run().changes > 0;
+  }
+
+  updateJob(id: string, patch: Partial<Pick<JobRow, 'progress' | 'warnings'>>): void {
+    this.db.update(jobs).set(patch).where(eq(jobs.id, id)).run();
+  }
+
+  lastJobForPlan(planId: string): JobRow | undefined {
+    return this.db.select().from(jobs).where(eq(jobs.planId, planId)).orderBy(desc(jobs.createdAt)).limit(1).get();
+  }
+
+  // ── snapshots ──────────────────────────────────────────────────────────────
+  /**
+   * The last write of a successful backup: snapshot, artifacts, chunk lists and the job's success in one
+   * transaction, so the catalog never shows a half-recorded snapshot. Fails if the job is no longer running.
+   */
+  recordSnapshot(snap: NewSnapshot, finishedAt: number, summary: string): void {
+    this.db.transaction((tx) => {
+      const moved = tx
+        .update(jobs)
+        .set({ status: 'succeeded', finishedAt, snapshotId: snap.id, summary })
+        .where(and(eq(jobs.id, snap.jobId), eq(jobs.status, 'running')))
+        .run();
+      if (moved.changes === 0) throw new LifeboatError('conflict', `job ${snap.jobId} is no longer running; its snapshot was not recorded`);
+      const size = snap.artifacts.reduce((n, a) => n + a.size, 0);
+      tx.insert(snapshots).values({ id: snap.id, planId: snap.planId, agentId: snap.agentId, jobId: snap.jobId, status: 'complete', createdAt: snap.createdAt, startedAt: snap.startedAt, size }).run();
+      for (const a of snap.artifacts) {
+        tx.insert(artifacts)
+          .values({ id: a.id, snapshotId: snap.id, step: a.step, kind: a.kind, name: a.name, size: a.size, sha256: a.sha256, chunkCount: a.chunks.length, metadata: a.metadata })
+          .run();
+        // Batches keep each INSERT well under SQLite's bound-parameter limit.
+        for (let i = 0; i < a.chunks.length; i += 200) {
+          const batch = a.chunks.slice(i, i + 200).map((c, j) => ({ artifactId: a.id, seq: i + j, chunkId: c.id, size: c.size }));
+          tx.insert(artifactChunks).values(batch).run();
+        }
+      }
+    });
+  }
+
+  snapshot(id: string): SnapshotRow | undefined {
+    return this.db.select().from(snapshots).where(eq(snapshots.id, id)).get();
+  }
+
+  listSnapshots(filter: { planId?: string; agentId?: string; limit?: number } = {}): SnapshotRow[] {
+    const where: SQL[] = [];
+    if (filter.planId) where.push(eq(snapshots.planId, filter.planId));
+    if (filter.agentId) where.push(eq(snapshots.agentId, filter.agentId));
+    return this.db
+      .select()
+      .from(snapshots)
+      .where(where.length ? and(...where) : undefined)
+      .orderBy(desc(snapshots.createdAt), desc(snapshots.id))
+      .limit(filter.limit ?? 1000)
+      .all();
+  }
+
+  artifactsOf(snapshotId: string): ArtifactRow[] {
+    return this.db.select().from(artifacts).where(eq(artifacts.snapshotId, snapshotId)).orderBy(asc(artifacts.step)).all();
+  }
+
+  chunksOf(artifactId: string): { id: string; size: number }[] {
+    return this.db
+      .select({ id: artifactChunks.chunkId, size: artifactChunks.size })
+      .from(artifactChunks)
+      .where(eq(artifactChunks.artifactId, artifactId))
+      .orderBy(asc(artifactChunks.seq))
+      .all();
+  }
+
+  expiredTokensBefore(now: number): number {
+    return this.db.delete(enrollmentTokens).where(and(lt(enrollmentTokens.expiresAt, now), isNull(enrollmentTokens.usedAt))).run().changes;
+  }
+}

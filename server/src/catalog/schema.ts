@@ -1,0 +1,88 @@
+import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
+
+/** Times are milliseconds since the epoch by the server's clock (DESIGN §11: the agent's clock is metadata only). */
+
+export const agents = sqliteTable('agents', {
+  id: text('id').primaryKey(),
+  name: text('name').notNull(),
+  labels: text('labels', { mode: 'json' }).$type<Record<string, string>>().notNull(),
+  /** SHA-256 of the agent's secret; the secret itself is only ever on the agent (0600). */
+  secretHash: text('secret_hash').notNull(),
+  createdAt: integer('created_at').notNull(),
+  lastSeenAt: integer('last_seen_at'),
+  revokedAt: integer('revoked_at'),
+  hostname: text('hostname'),
+  version: text('version'),
+  tools: text('tools', { mode: 'json' }).$type<{ name: string; version: string; path: string }[]>().notNull(),
+}, (t) => [uniqueIndex('agents_name').on(t.name)]);
+
+export const enrollmentTokens = sqliteTable('enrollment_tokens', {
+  id: text('id').primaryKey(),
+  tokenHash: text('token_hash').notNull(),
+  createdAt: integer('created_at').notNull(),
+  expiresAt: integer('expires_at').notNull(),
+  usedAt: integer('used_at'),
+  usedByAgentId: text('used_by_agent_id'),
+}, (t) => [uniqueIndex('enrollment_tokens_hash').on(t.tokenHash)]);
+
+export const plans = sqliteTable('plans', {
+  id: text('id').primaryKey(),
+  agentName: text('agent_name').notNull(),
+  /** The validated plan as applied (shared Plan schema), re-parsed on read. */
+  body: text('body', { mode: 'json' }).$type<unknown>().notNull(),
+  createdAt: integer('created_at').notNull(),
+  updatedAt: integer('updated_at').notNull(),
+});
+
+export const jobs = sqliteTable('jobs', {
+  id: text('id').primaryKey(),
+  kind: text('kind', { enum: ['backup', 'restore'] }).notNull(),
+  planId: text('plan_id'),
+  agentId: text('agent_id').notNull(),
+  status: text('status', { enum: ['queued', 'dispatched', 'running', 'succeeded', 'failed', 'cancelled'] }).notNull(),
+  trigger: text('trigger').notNull(),
+  /** What the job was asked to do (a restore's snapshot and target). */
+  params: text('params', { mode: 'json' }).$type<unknown>(),
+  createdAt: integer('created_at').notNull(),
+  dispatchedAt: integer('dispatched_at'),
+  startedAt: integer('started_at'),
+  finishedAt: integer('finished_at'),
+  errorCode: text('error_code'),
+  errorMessage: text('error_message'),
+  warnings: text('warnings', { mode: 'json' }).$type<string[]>().notNull(),
+  progress: text('progress', { mode: 'json' }).$type<{ phase: string; bytes: number; totalBytes?: number; at: string } | null>(),
+  snapshotId: text('snapshot_id'),
+  summary: text('summary'),
+}, (t) => [index('jobs_plan_status').on(t.planId, t.status), index('jobs_agent_status').on(t.agentId, t.status)]);
+
+export const snapshots = sqliteTable('snapshots', {
+  id: text('id').primaryKey(),
+  planId: text('plan_id').notNull(),
+  agentId: text('agent_id').notNull(),
+  jobId: text('job_id').notNull(),
+  /** Only complete snapshots are ever written: a snapshot row is the last write of a successful backup. */
+  status: text('status', { enum: ['complete'] }).notNull(),
+  createdAt: integer('created_at').notNull(),
+  startedAt: integer('started_at').notNull(),
+  size: integer('size').notNull(),
+}, (t) => [index('snapshots_plan').on(t.planId, t.createdAt)]);
+
+export const artifacts = sqliteTable('artifacts', {
+  id: text('id').primaryKey(),
+  snapshotId: text('snapshot_id').notNull().references(() => snapshots.id, { onDelete: 'cascade' }),
+  step: integer('step').notNull(),
+  kind: text('kind').notNull(),
+  name: text('name').notNull(),
+  size: integer('size').notNull(),
+  sha256: text('sha256').notNull(),
+  chunkCount: integer('chunk_count').notNull(),
+  metadata: text('metadata', { mode: 'json' }).$type<unknown>().notNull(),
+}, (t) => [index('artifacts_snapshot').on(t.snapshotId)]);
+
+/** An artifact's ordered chunk list: a table rather than JSON so a large artifact and garbage collection stay cheap. */
+export const artifactChunks = sqliteTable('artifact_chunks', {
+  artifactId: text('artifact_id').notNull().references(() => artifacts.id, { onDelete: 'cascade' }),
+  seq: integer('seq').notNull(),
+  chunkId: text('chunk_id').notNull(),
+  size: integer('size').notNull(),
+}, (t) => [primaryKey({ columns: [t.artifactId, t.seq] }), index('artifact_chunks_chunk').on(t.chunkId)]);

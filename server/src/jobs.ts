@@ -1,0 +1,405 @@
+import { createHash, type Hash } from 'node:crypto';
+import {
+  decodeFrame,
+  describeError,
+  encodeFrame,
+  FrameKind,
+  LifeboatError,
+  newId,
+  parseDuration,
+  UPLOAD_WINDOW,
+  type AgentMessages,
+  type ChunkRef,
+  type ErrorCode,
+  type Logger,
+  type PayloadOf,
+  type Plan,
+  type ServerMessages,
+  type WireError,
+} from '@lifeboat/shared';
+import type { Catalog, JobRow, NewArtifact } from './catalog/catalog.js';
+import type { StoreBackend } from './store/backend.js';
+import { ChunkStore } from './store/chunks.js';
+
+/** What the job service needs from the WebSocket hub (and nothing more). */
+export interface AgentLink {
+  isOnline(agentId: string): boolean;
+  send<K extends keyof typeof ServerMessages & string>(agentId: string, type: K, payload: PayloadOf<typeof ServerMessages, K>): boolean;
+  sendBinary(agentId: string, data: Buffer): boolean;
+}
+
+export type Clock = () => number;
+
+interface Upload {
+  uploadId: string;
+  step: number;
+  kind: NewArtifact['kind'];
+  name: string;
+  hash: Hash;
+  size: number;
+  chunks: ChunkRef[];
+  /** Chunks are verified and written strictly in arrival order, one at a time. */
+  chain: Promise<void>;
+  pending: number;
+  error: WireError | null;
+}
+
+/** A job that has been sent to its agent: what the server must remember until it ends. */
+interface LiveJob {
+  id: string;
+  kind: JobRow['kind'];
+  agentId: string;
+  planId: string | null;
+  plan: Plan | null;
+  uploads: Map<string, Upload>;
+  stored: Map<number, NewArtifact>;
+  /** For restores: the only chunks this job may fetch (DESIGN §11: every job message is bound to its job). */
+  allowedChunks: Set<string> | null;
+  startedAt: number | null;
+  warnings: string[];
+  progressWrittenAt: number;
+}
+
+const RESTORE_TIMEOUT_MS = 48 * 3_600_000;
+const MAX_WARNINGS = 1000;
+const PROGRESS_WRITE_INTERVAL_MS = 1000;
+
+/**
+ * The job lifecycle of DESIGN §4: queued → dispatched → running → succeeded | failed | cancelled, persisted in
+ * the catalog. Also the receiving end of uploads and the sending end of restores, because both are bound to a job.
+ */
+export class JobService {
+  private readonly live = new Map<string, LiveJob>();
+  private readonly uploads = new Map<string, LiveJob>();
+  private readonly chunks: ChunkStore;
+  private link: AgentLink | null = null;
+
+  constructor(
+    private readonly catalog: Catalog,
+    private readonly backend: StoreBackend,
+    private readonly clock: Clock,
+    private readonly log: Logger,
+  ) {
+    this.chunks = new ChunkStore(backend);
+  }
+
+  attach(link: AgentLink): void {
+    this.link = link;
+  }
+
+  /** After a restart nothing is in flight any more: no job may stay dispatched or running. */
+  recoverAfterRestart(): void {
+    for (const job of this.catalog.jobsWithStatus(['dispatched', 'running'])) {
+      this.catalog.transitionJob(job.id, ['dispatched', 'running'], {
+        status: 'failed',
+        finishedAt: this.clock(),
+        errorCode: 'server_restarted',
+        errorMessage: 'the server restarted while this job was in progress; nothing was recorded — run it again',
+      });
+      this.log.warn('job interrupted by a server restart', { job: job.id });
+    }
+  }
+
+  // ── creating jobs ──────────────────────────────────────────────────────────
+  requestBackup(planId: string, trigger: 'manual' | 'schedule'): { job: JobRow; created: boolean } {
+    const row = this.catalog.plan(planId);
+    if (!row) throw new LifeboatError('not_found', `no plan "${planId}"; see \`lifeboat plan list\``);
+    const agent = this.catalog.agentByName(row.plan.agent);
+    if (!agent || agent.revokedAt !== null) {
+      throw new LifeboatError('unknown_agent', `plan "${planId}" runs on agent "${row.plan.agent}", which is not enrolled${agent ? ' (it was revoked)' : ''}`);
+    }
+    const result = this.catalog.createBackupJobUnlessActive({ id: newId('job'), planId, agentId: agent.id, trigger, now: this.clock() });
+    if (result.created) {
+      this.log.info('backup queued', { job: result.job.id, plan: planId, trigger });
+      this.dispatch(agent.id);
+    }
+    return { job: this.catalog.job(result.job.id)!, created: result.created };
+  }
+
+  requestRestore(input: { snapshotId: string; agentName: string; to: string; force: boolean }): JobRow {
+    const snapshot = this.catalog.snapshot(input.snapshotId);
+    if (!snapshot) throw new LifeboatError('not_found', `no snapshot "${input.snapshotId}"; see \`lifeboat snapshots list\``);
+    const agent = this.catalog.agentByName(input.agentName);
+    if (!agent || agent.revokedAt !== null) throw new LifeboatError('unknown_agent', `no enrolled agent named "${input.agentName}"; see \`lifeboat agents list\``);
+    const job = this.catalog.createRestoreJob({ id: newId('job'), agentId: agent.id, params: { snapshotId: snapshot.id, to: input.to, force: input.force }, now: this.clock() });
+    this.log.info('restore queued', { job: job.id, snapshot: snapshot.id, agent: agent.name, to: input.to });
+    this.dispatch(agent.id);
+    return this.catalog.job(job.id)!;
+  }
+
+  // ── dispatch ───────────────────────────────────────────────────────────────
+  /** Sends every queued job of an agent that is online; called on connect and whenever a job is queued. */
+  dispatch(agentId: string): void {
+    if (!this.link?.isOnline(agentId)) return;
+    for (const job of this.catalog.jobsForAgent(agentId, ['queued'])) {
+      try {
+        if (job.kind === 'backup') this.dispatchBackup(job);
+        else this.dispatchRestore(job);
+      } catch (err) {
+        const { code, message } = describeError(err);
+        this.finish(job.id, ['queued', 'dispatched'], { status: 'failed', errorCode: code, errorMessage: message });
+      }
+    }
+  }
+
+  private dispatchBackup(job: JobRow): void {
+    const row = job.planId ? this.catalog.plan(job.planId) : undefined;
+    if (!row) {
+      this.finish(job.id, ['queued'], { status: 'cancelled', errorCode: 'cancelled', errorMessage: 'the plan was deleted before the job could start' });
+      return;
+    }
+    if (this.expired(job, row.plan)) return;
+    if (!this.catalog.transitionJob(job.id, ['queued'], { status: 'dispatched', dispatchedAt: this.clock() })) return;
+    this.live.set(job.id, this.newLive(job, row.plan, null));
+    this.link!.send(job.agentId, 'job.backup', { jobId: job.id, plan: row.plan });
+  }
+
+  private dispatchRestore(job: JobRow): void {
+    const params = job.params as { snapshotId: string; to: string; force: boolean };
+    const artifacts = this.catalog.artifactsOf(params.snapshotId);
+    if (artifacts.length === 0) throw new LifeboatError('not_found', `snapshot ${params.snapshotId} no longer exists`);
+    const allowed = new Set<string>();
+    const forRestore = artifacts.map((a) => {
+      const chunks = this.catalog.chunksOf(a.id);
+      for (const c of chunks) allowed.add(c.id);
+      return { artifactId: a.id, kind: a.kind as 'files', name: a.name, size: a.size, sha256: a.sha256, chunks };
+    });
+    if (!this.catalog.transitionJob(job.id, ['queued'], { status: 'dispatched', dispatchedAt: this.clock() })) return;
+    this.live.set(job.id, this.newLive(job, null, allowed));
+    this.link!.send(job.agentId, 'job.restore', {
+      jobId: job.id,
+      snapshotId: params.snapshotId,
+      target: { kind: 'dir', path: params.to, force: params.force },
+      preserveOwner: true,
+      artifacts: forRestore,
+    });
+  }
+
+  private newLive(job: JobRow, plan: Plan | null, allowedChunks: Set<string> | null): LiveJob {
+    return { id: job.id, kind: job.kind, agentId: job.agentId, planId: job.planId, plan, uploads: new Map(), stored: new Map(), allowedChunks, startedAt: null, warnings: [], progressWrittenAt: 0 };
+  }
+
+  /** A run that could not start within the plan's window is dropped rather than run late. */
+  private expired(job: JobRow, plan: Plan): boolean {
+    const windowMs = parseDuration(plan.window) ?? Infinity;
+    if (this.clock() - job.createdAt <= windowMs) return false;
+    this.finish(job.id, ['queued'], {
+      status: 'cancelled',
+      errorCode: 'agent_offline',
+      errorMessage: `agent ${plan.agent} was not connected within the plan's window (${plan.window}); this run was skipped`,
+    });
+    return true;
+  }
+
+  // ── messages from agents ───────────────────────────────────────────────────
+  /** Every job message must name a job that is live and belongs to the sender; anything else is refused. */
+  private requireLive(agentId: string, jobId: string): LiveJob {
+    const live = this.live.get(jobId);
+    if (!live || live.agentId !== agentId) {
+      throw new LifeboatError('protocol', `job ${jobId} is not a job in progress on this agent (finished, unknown, or another agent's)`);
+    }
+    return live;
+  }
+
+  onStarted(agentId: string, p: PayloadOf<typeof AgentMessages, 'job.started'>): void {
+    const live = this.requireLive(agentId, p.jobId);
+    live.startedAt = this.clock();
+    this.catalog.transitionJob(p.jobId, ['dispatched'], { status: 'running', startedAt: live.startedAt });
+  }
+
+  onProgress(agentId: string, p: PayloadOf<typeof AgentMessages, 'job.progress'>): void {
+    const live = this.requireLive(agentId, p.jobId);
+    const now = this.clock();
+    if (now - live.progressWrittenAt < PROGRESS_WRITE_INTERVAL_MS) return;
+    live.progressWrittenAt = now;
+    const progress = { phase: p.phase, bytes: p.bytes, at: new Date(now).toISOString(), ...(p.totalBytes !== undefined ? { totalBytes: p.totalBytes } : {}) };
+    this.catalog.updateJob(p.jobId, { progress });
+  }
+
+  onWarning(agentId: string, p: PayloadOf<typeof AgentMessages, 'job.warning'>): void {
+    const live = this.requireLive(agentId, p.jobId);
+    if (live.warnings.length >= MAX_WARNINGS) return;
+    live.warnings.push(live.warnings.length === MAX_WARNINGS - 1 ? 'further warnings omitted' : p.message);
+    this.catalog.updateJob(p.jobId, { warnings: live.warnings });
+  }
+
+  onArtifactBegin(agentId: string, p: PayloadOf<typeof AgentMessages, 'artifact.begin'>): void {
+    const live = this.requireLive(agentId, p.jobId);
+    if (live.kind !== 'backup' || !live.plan) throw new LifeboatError('protocol', `job ${p.jobId} is not a backup`);
+    if (live.startedAt === null) throw new LifeboatError('protocol', `job ${p.jobId} has not started`);
+    if (p.step >= live.plan.steps.length) throw new LifeboatError('protocol', `plan ${live.plan.id} has no step ${p.step}`);
+    if (this.uploads.has(p.uploadId)) throw new LifeboatError('protocol', `upload ${p.uploadId} already exists`);
+    const upload: Upload = { uploadId: p.uploadId, step: p.step, kind: p.kind, name: p.name, hash: createHash('sha256'), size: 0, chunks: [], chain: Promise.resolve(), pending: 0, error: null };
+    live.uploads.set(p.uploadId, upload);
+    this.uploads.set(p.uploadId, live);
+  }
+
+  /** A binary frame: a chunk of an upload (agent → server). */
+  onFrame(agentId: string, buf: Buffer): void {
+    const decoded = decodeFrame(buf);
+    if (!decoded.ok) throw new LifeboatError('protocol', decoded.error);
+    const { frame } = decoded;
+    if (frame.kind !== FrameKind.Upload) throw new LifeboatError('protocol', 'agents send only upload frames');
+    const live = this.uploads.get(frame.transferId);
+    const upload = live?.uploads.get(frame.transferId);
+    if (!live || !upload || live.agentId !== agentId) throw new LifeboatError('protocol', `no upload ${frame.transferId} in progress on this agent`);
+    // The agent keeps at most UPLOAD_WINDOW chunks unacknowledged; more means it ignores flow control.
+    if (++upload.pending > UPLOAD_WINDOW) throw new LifeboatError('protocol', `upload ${frame.transferId} exceeded the flow-control window`);
+    upload.chain = upload.chain.then(() => this.storeChunk(live, upload, frame.chunkId, frame.data));
+  }
+
+  private async storeChunk(live: LiveJob, upload: Upload, chunkId: string, data: Buffer): Promise<void> {
+    if (upload.error) return;
+    try {
+      await this.chunks.put(chunkId, data);
+      upload.hash.update(data);
+      upload.size += data.length;
+      upload.chunks.push({ id: chunkId, size: data.length });
+      upload.pending--;
+      this.link?.send(live.agentId, 'chunk.ack', { uploadId: upload.uploadId, chunkId });
+    } catch (err) {
+      upload.error = describeError(err);
+      this.log.warn('upload failed', { job: live.id, upload: upload.uploadId, error: upload.error.message });
+      this.link?.send(live.agentId, 'upload.failed', { jobId: live.id, uploadId: upload.uploadId, error: upload.error });
+    }
+  }
+
+  async onArtifactEnd(agentId: string, p: PayloadOf<typeof AgentMessages, 'artifact.end'>): Promise<void> {
+    const live = this.requireLive(agentId, p.jobId);
+    const upload = live.uploads.get(p.uploadId);
+    if (!upload) throw new LifeboatError('protocol', `no upload ${p.uploadId} in job ${p.jobId}`);
+    await upload.chain;
+    live.uploads.delete(p.uploadId);
+    this.uploads.delete(p.uploadId);
+    if (upload.error) return; // upload.failed was sent already
+    const sha256 = upload.hash.digest('hex');
+    const problem =
+      upload.size !== p.size ? `the server received ${upload.size} bytes, the agent sent ${p.size}`
+      : upload.chunks.length !== p.chunks ? `the server received ${upload.chunks.length} chunks, the agent sent ${p.chunks}`
+      : sha256 !== p.sha256 ? `the stream's SHA-256 on the server (${sha256.slice(0, 12)}…) differs from the agent's (${p.sha256.slice(0, 12)}…)`
+      : null;
+    if (problem) {
+      this.link?.send(agentId, 'upload.failed', { jobId: p.jobId, uploadId: p.uploadId, error: { code: 'integrity', message: `artifact ${upload.name}: ${problem}` } });
+      return;
+    }
+    const artifactId = newId('art');
+    live.stored.set(upload.step, { id: artifactId, step: upload.step, kind: upload.kind, name: upload.name, size: upload.size, sha256, metadata: p.metadata, chunks: upload.chunks });
+    this.link?.send(agentId, 'artifact.stored', { jobId: p.jobId, uploadId: p.uploadId, artifactId });
+  }
+
+  onArtifactAbort(agentId: string, p: PayloadOf<typeof AgentMessages, 'artifact.abort'>): void {
+    const live = this.requireLive(agentId, p.jobId);
+    const upload = live.uploads.get(p.uploadId);
+    if (upload) upload.error = { code: 'source_failed', message: p.reason };
+    live.uploads.delete(p.uploadId);
+    this.uploads.delete(p.uploadId);
+  }
+
+  /** A restore asks for chunks; each must belong to the snapshot being restored. */
+  async onChunkRequest(agentId: string, p: PayloadOf<typeof AgentMessages, 'chunk.request'>): Promise<void> {
+    const live = this.requireLive(agentId, p.jobId);
+    if (!live.allowedChunks) throw new LifeboatError('protocol', `job ${p.jobId} is not a restore`);
+    for (const chunkId of p.chunkIds) {
+      if (!live.allowedChunks.has(chunkId)) throw new LifeboatError('protocol', `chunk ${chunkId} is not part of the snapshot job ${p.jobId} restores`);
+      try {
+        const data = await this.chunks.get(chunkId);
+        this.link?.sendBinary(agentId, encodeFrame(FrameKind.Download, p.transferId, chunkId, data));
+      } catch (err) {
+        this.link?.send(agentId, 'chunk.missing', { jobId: p.jobId, transferId: p.transferId, chunkId, error: describeError(err) });
+      }
+    }
+  }
+
+  async onFinished(agentId: string, p: PayloadOf<typeof AgentMessages, 'job.finished'>): Promise<void> {
+    const live = this.requireLive(agentId, p.jobId);
+    this.live.delete(p.jobId);
+    for (const id of live.uploads.keys()) this.uploads.delete(id);
+    if (!p.ok) {
+      const error = p.error ?? { code: 'internal' as const, message: 'the agent reported a failure without a reason' };
+      this.finish(p.jobId, ['dispatched', 'running'], { status: 'failed', errorCode: error.code, errorMessage: error.message });
+      this.log.warn('job failed', { job: p.jobId, code: error.code, error: error.message });
+      return;
+    }
+    if (live.kind === 'restore') {
+      this.finish(p.jobId, ['running'], { status: 'succeeded', summary: p.summary ?? null });
+      this.log.info('restore succeeded', { job: p.jobId });
+      return;
+    }
+    try {
+      const snapshotId = await this.recordBackup(live, p.summary ?? null);
+      this.log.info('backup succeeded', { job: p.jobId, snapshot: snapshotId });
+    } catch (err) {
+      const { code, message } = describeError(err);
+      this.finish(p.jobId, ['dispatched', 'running'], { status: 'failed', errorCode: code, errorMessage: `recording the snapshot failed: ${message}` });
+      this.log.error('recording a snapshot failed', { job: p.jobId, error: message });
+    }
+  }
+
+  /**
+   * Write order of DESIGN §11: chunks are durable already (each acknowledged after fsync); then the manifest
+   * goes to the store; the catalog row is the very last write.
+   */
+  private async recordBackup(live: LiveJob, summary: string | null): Promise<string> {
+    const plan = live.plan!;
+    const artifacts: NewArtifact[] = [];
+    for (let step = 0; step < plan.steps.length; step++) {
+      const artifact = live.stored.get(step);
+      if (!artifact) throw new LifeboatError('upload_failed', `step ${step + 1} of plan ${plan.id} sent no complete artifact`);
+      artifacts.push(artifact);
+    }
+    const snapshotId = newId('snap');
+    const createdAt = this.clock();
+    const startedAt = live.startedAt ?? createdAt;
+    const manifest = { format: 1, snapshotId, planId: plan.id, agentId: live.agentId, jobId: live.id, createdAt: new Date(createdAt).toISOString(), startedAt: new Date(startedAt).toISOString(), plan, artifacts };
+    await this.backend.put(`snapshots/${snapshotId}.json`, Buffer.from(JSON.stringify(manifest)));
+    this.catalog.recordSnapshot({ id: snapshotId, planId: plan.id, agentId: live.agentId, jobId: live.id, createdAt, startedAt, artifacts }, createdAt, summary ?? `${artifacts.length} artifact(s)`);
+    return snapshotId;
+  }
+
+  // ── ending jobs ────────────────────────────────────────────────────────────
+  private finish(jobId: string, from: JobRow['status'][], patch: Partial<JobRow> & { status: JobRow['status'] }): boolean {
+    this.live.delete(jobId);
+    return this.catalog.transitionJob(jobId, from, { finishedAt: this.clock(), ...patch });
+  }
+
+  /** Fails a job in progress and tells its agent to stop. */
+  fail(jobId: string, code: ErrorCode, message: string): void {
+    const live = this.live.get(jobId);
+    if (this.finish(jobId, ['queued', 'dispatched', 'running'], { status: code === 'cancelled' ? 'cancelled' : 'failed', errorCode: code, errorMessage: message })) {
+      this.log.warn('job failed', { job: jobId, code, error: message });
+    }
+    if (live) {
+      for (const id of live.uploads.keys()) this.uploads.delete(id);
+      this.link?.send(live.agentId, 'job.cancel', { jobId, reason: message });
+    }
+  }
+
+  /** The agent's connection is gone: its running jobs failed; jobs it never started go back to the queue. */
+  onDisconnected(agentId: string, agentName: string): void {
+    for (const live of [...this.live.values()].filter((l) => l.agentId === agentId)) {
+      this.live.delete(live.id);
+      for (const id of live.uploads.keys()) this.uploads.delete(id);
+      if (live.startedAt === null && this.catalog.transitionJob(live.id, ['dispatched'], { status: 'queued', dispatchedAt: null })) continue;
+      this.finish(live.id, ['dispatched', 'running'], {
+        status: 'failed',
+        errorCode: 'disconnected',
+        errorMessage: `the connection to agent ${agentName} was lost during the job; nothing was recorded`,
+      });
+      this.log.warn('job failed: agent disconnected', { job: live.id, agent: agentName });
+    }
+  }
+
+  /** Periodic: time out running jobs, drop queued runs whose window has passed. */
+  tick(): void {
+    const now = this.clock();
+    for (const live of this.live.values()) {
+      if (live.startedAt === null) continue;
+      const limit = live.plan ? (parseDuration(live.plan.timeout) ?? Infinity) : RESTORE_TIMEOUT_MS;
+      if (now - live.startedAt > limit) this.fail(live.id, 'timeout', `the job ran longer than its timeout (${live.plan?.timeout ?? '48h'}) and was stopped`);
+    }
+    for (const job of this.catalog.jobsWithStatus(['queued'])) {
+      const row = job.kind === 'backup' && job.planId ? this.catalog.plan(job.planId) : undefined;
+      if (row) this.expired(job, row.plan);
+    }
+  }
+}

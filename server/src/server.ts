@@ -1,0 +1,114 @@
+import { serve, type ServerType } from '@hono/node-server';
+import { randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
+import { chmod, mkdir, open, readFile } from 'node:fs/promises';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { createLogger, type Logger } from '@lifeboat/shared';
+import { createApp } from './app.js';
+import { hashSecret } from './auth.js';
+import { Catalog } from './catalog/catalog.js';
+import { openCatalogDb } from './catalog/db.js';
+import { Hub, type HubOptions } from './hub/hub.js';
+import { JobService, type Clock } from './jobs.js';
+import { Scheduler } from './scheduler.js';
+import { FsBackend } from './store/fs-backend.js';
+
+export interface ServerOptions {
+  dataDir: string;
+  port: number;
+  host: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  clock?: Clock;
+  log?: Logger;
+  hub?: HubOptions;
+  /** Where the one-time admin token announcement goes (stdout by default). */
+  announce?: (line: string) => void;
+}
+
+export interface RunningServer {
+  url: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+/** Wires catalog, store, job service, hub, scheduler and the HTTP API onto one listening socket. */
+export async function startServer(options: ServerOptions): Promise<RunningServer> {
+  const log = options.log ?? createLogger('server');
+  const clock = options.clock ?? Date.now;
+  await mkdir(options.dataDir, { recursive: true, mode: 0o700 });
+  const adminToken = await loadOrCreateAdminToken(options.dataDir, options.announce ?? ((l) => process.stdout.write(l + '\n')));
+
+  const catalog = new Catalog(openCatalogDb(join(options.dataDir, 'catalog.db')));
+  const backend = new FsBackend(join(options.dataDir, 'store'));
+  await mkdir(backend.root, { recursive: true, mode: 0o700 });
+  const jobs = new JobService(catalog, backend, clock, log.child('jobs'));
+  jobs.recoverAfterRestart();
+  const hub = new Hub(catalog, jobs, clock, log.child('hub'), options.hub);
+  const scheduler = new Scheduler(catalog, (planId) => {
+    try {
+      const { job, created } = jobs.requestBackup(planId, 'schedule');
+      if (!created) log.warn('scheduled run skipped: the plan already has a job in progress', { plan: planId, job: job.id, status: job.status });
+    } catch (err) {
+      log.error('scheduled run could not be queued', { plan: planId, error: (err as Error).message });
+    }
+  }, log.child('scheduler'));
+  scheduler.sync();
+  const app = createApp({ catalog, jobs, hub, scheduler, adminTokenHash: hashSecret(adminToken), clock, log: log.child('api') });
+  const ticker = setInterval(() => jobs.tick(), 15_000);
+
+  const tls = options.tlsCert && options.tlsKey
+    ? { cert: await readFile(options.tlsCert), key: await readFile(options.tlsKey) }
+    : null;
+  const server: ServerType = await new Promise((resolve, reject) => {
+    const s = serve(
+      tls
+        ? { fetch: app.fetch, port: options.port, hostname: options.host, createServer: createHttpsServer, serverOptions: tls }
+        : { fetch: app.fetch, port: options.port, hostname: options.host },
+      () => resolve(s),
+    );
+    s.once('error', reject);
+  });
+  server.on('upgrade', hub.handleUpgrade);
+  const port = (server.address() as AddressInfo).port;
+  const url = `${tls ? 'https' : 'http'}://${options.host.includes(':') ? `[${options.host}]` : options.host}:${port}`;
+  log.info('listening', { url, data: options.dataDir });
+
+  return {
+    url,
+    port,
+    async close() {
+      clearInterval(ticker);
+      scheduler.stop();
+      hub.close();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      catalog.close();
+    },
+  };
+}
+
+/** The admin token is created on first start, printed once, and kept 0600 in DATA/admin-token. */
+async function loadOrCreateAdminToken(dataDir: string, announce: (line: string) => void): Promise<string> {
+  const file = join(dataDir, 'admin-token');
+  try {
+    const token = (await readFile(file, 'utf8')).trim();
+    if (token) {
+      await chmod(file, 0o600);
+      return token;
+    }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  const token = `lba_${randomBytes(32).toString('base64url')}`;
+  const handle = await open(file, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600);
+  try {
+    await handle.writeFile(token + '\n');
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  announce(`Admin token (shown once; also kept in ${file}, mode 0600):\n  ${token}`);
+  return token;
+}

@@ -1,0 +1,14 @@
+/**
+ * Where the store's objects live (restic's Backend, kept small). Keys are relative paths such as
+ * "chunks/ab/ab12…" or "snapshots/snap_x.json". One file per backend; all run the same conformance suite.
+ */
+export interface StoreBackend {
+  has(key: string): Promise<boolean>;
+  /** Durable when it resolves (never a partial object under `key`); writing an existing key replaces it. */
+  put(key: string, bytes: Buffer): Promise<void>;
+  /** Rejects with a LifeboatError('not_found') when there is no such object. */
+  get(key: string): Promise<Buffer>;
+  delete(key: string): Promise<void>;
+  /** Keys under a prefix, in no particular order. */
+  list(prefix: string): AsyncIterable<string>;
+}

@@ -1,0 +1,101 @@
+import { randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
+import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
+import { dirname, join, relative, sep } from 'node:path';
+import { LifeboatError } from '@lifeboat/shared';
+import type { StoreBackend } from './backend.js';
+
+const TEMP_PREFIX = '.tmp-';
+
+/**
+ * The default store: one file per object under a directory.
+ * Writes follow DESIGN §11: temp file, fsync, rename, fsync the directory — so a crash leaves either the
+ * whole object or none under its name, and a failed fsync fails the write.
+ */
+export class FsBackend implements StoreBackend {
+  constructor(readonly root: string) {}
+
+  private pathOf(key: string): string {
+    if (!/^[A-Za-z0-9_][A-Za-z0-9_./-]*$/.test(key) || key.split('/').some((p) => p === '..' || p === '.' || p === '')) {
+      throw new LifeboatError('bad_request', `invalid store key "${key}"`);
+    }
+    return join(this.root, key);
+  }
+
+  async has(key: string): Promise<boolean> {
+    try {
+      await stat(this.pathOf(key));
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw err;
+    }
+  }
+
+  async put(key: string, bytes: Buffer): Promise<void> {
+    const path = this.pathOf(key);
+    const dir = dirname(path);
+    await mkdir(dir, { recursive: true });
+    const temp = join(dir, `${TEMP_PREFIX}${randomBytes(6).toString('hex')}`);
+    try {
+      const handle = await open(temp, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600);
+      try {
+        await handle.writeFile(bytes);
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await rename(temp, path);
+      await syncDir(dir);
+    } catch (err) {
+      await unlink(temp).catch(() => undefined);
+      if ((err as NodeJS.ErrnoException).code === 'ENOSPC') {
+        throw new LifeboatError('store_full', `store full: no space left on the store's disk (${this.root})`);
+      }
+      throw new LifeboatError('store_failed', `writing ${key} to the store failed: ${(err as Error).message}`);
+    }
+  }
+
+  async get(key: string): Promise<Buffer> {
+    try {
+      return await readFile(this.pathOf(key));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new LifeboatError('not_found', `the store has no object ${key}`);
+      throw err;
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    await rm(this.pathOf(key), { force: true });
+  }
+
+  async *list(prefix: string): AsyncIterable<string> {
+    const start = join(this.root, prefix);
+    yield* walk(this.root, start);
+  }
+}
+
+async function* walk(root: string, dir: string): AsyncIterable<string> {
+  let entries;
+  try {
+    entries = await readdir(dir, { withFileTypes: true });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  for (const entry of entries) {
+    if (entry.name.startsWith(TEMP_PREFIX)) continue;
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) yield* walk(root, path);
+    else if (entry.isFile()) yield relative(root, path).split(sep).join('/');
+  }
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const handle = await open(dir, constants.O_RDONLY);
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
