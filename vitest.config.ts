@@ -15,6 +15,10 @@ export default defineConfig({
   test: {
     include: ['{shared,agent,server}/src/**/*.test.ts', 'test/**/*.test.ts'],
     pool: 'forks',
+    // End-to-end tests start real servers, agents and databases: run files one at a time on 2 cores.
+    fileParallelism: false,
+    reporters: ['default', 'json'],
+    outputFile: { json: 'test-results/vitest.json' },
     testTimeout: 120_000,
     hookTimeout: 120_000,
   },

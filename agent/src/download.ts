@@ -1,0 +1,88 @@
+import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { DOWNLOAD_WINDOW, LifeboatError, newTransferId, type ArtifactForRestore } from '@lifeboat/shared';
+import type { ServerLink, TransferMessage } from './link.js';
+import type { JobContext } from './sources/source.js';
+
+/**
+ * An artifact's bytes fetched chunk by chunk: at most DOWNLOAD_WINDOW chunks requested ahead, each checked
+ * against its id on arrival, emitted in order, and the whole stream checked against the recorded SHA-256 before
+ * it ends. The consumer's pace (backpressure) decides how fast chunks are requested.
+ */
+export function downloadArtifact(link: ServerLink, artifact: ArtifactForRestore, ctx: JobContext): Readable {
+  const transferId = newTransferId();
+  const chunks = artifact.chunks;
+  const whole = createHash('sha256');
+  /** Arrived chunks not yet emitted; a count because an artifact may hold the same chunk more than once. */
+  const arrived = new Map<string, { data: Buffer; count: number }>();
+  let nextToRequest = 0;
+  let nextToEmit = 0;
+  let emittedBytes = 0;
+  let wantMore = false;
+  let ended = false;
+
+  const stream = new Readable({
+    highWaterMark: 1,
+    read() {
+      wantMore = true;
+      pump();
+    },
+    destroy(err, callback) {
+      unsubscribe();
+      ctx.signal.removeEventListener('abort', onAbort);
+      callback(err);
+    },
+  });
+
+  const fail = (err: LifeboatError) => {
+    if (!stream.destroyed) stream.destroy(err);
+  };
+
+  const pump = () => {
+    if (stream.destroyed || ended) return;
+    while (wantMore && nextToEmit < chunks.length) {
+      const ref = chunks[nextToEmit]!;
+      const entry = arrived.get(ref.id);
+      if (!entry) break;
+      if (--entry.count === 0) arrived.delete(ref.id);
+      nextToEmit++;
+      whole.update(entry.data);
+      emittedBytes += entry.data.length;
+      ctx.progress('restoring', emittedBytes, artifact.size);
+      wantMore = stream.push(entry.data);
+    }
+    if (nextToEmit === chunks.length) {
+      const sha256 = whole.digest('hex');
+      if (sha256 !== artifact.sha256 || emittedBytes !== artifact.size) {
+        return fail(new LifeboatError('integrity', `artifact ${artifact.name}: the restored stream does not match what was recorded at backup (SHA-256 or size differs)`));
+      }
+      ended = true;
+      stream.push(null);
+      unsubscribe();
+      return;
+    }
+    const ids: string[] = [];
+    while (nextToRequest < chunks.length && nextToRequest - nextToEmit < DOWNLOAD_WINDOW) ids.push(chunks[nextToRequest++]!.id);
+    if (ids.length) link.send('chunk.request', { jobId: ctx.jobId, transferId, chunkIds: ids });
+  };
+
+  const unsubscribe = link.subscribe(transferId, {
+    onFrame(chunkId, data) {
+      if (createHash('sha256').update(data).digest('hex') !== chunkId) {
+        return fail(new LifeboatError('integrity', `chunk ${chunkId} of artifact ${artifact.name} arrived damaged (its content does not match its id)`));
+      }
+      const entry = arrived.get(chunkId);
+      if (entry) entry.count++;
+      else arrived.set(chunkId, { data, count: 1 });
+      pump();
+    },
+    onMessage(msg: TransferMessage) {
+      if (msg.type === 'chunk.missing') {
+        fail(new LifeboatError(msg.payload.error.code, `artifact ${artifact.name}, chunk ${msg.payload.chunkId}: ${msg.payload.error.message}`));
+      }
+    },
+  });
+  const onAbort = () => fail(new LifeboatError('cancelled', String(ctx.signal.reason ?? 'the job was cancelled')));
+  ctx.signal.addEventListener('abort', onAbort);
+  return stream;
+}
