@@ -1,9 +1,12 @@
 import { Command } from 'commander';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
-import { DEFAULT_AGENT_CONFIG_PATH, EnrollResponse, LIFEBOAT_VERSION, LifeboatError, SafeName, createLogger } from '@lifeboat/shared';
+import { fileURLToPath } from 'node:url';
+import { DEFAULT_AGENT_CONFIG_PATH, LIFEBOAT_VERSION, LifeboatError, createLogger } from '@lifeboat/shared';
 import { AuthRefused, startAgent } from '../agent.js';
-import { loadAgentConfig, saveAgentConfig } from '../config.js';
+import { loadAgentConfig } from '../config.js';
+import { enroll, type EnrollOptions } from '../enroll.js';
+import { enableUnit, systemdUnit, writeUnit } from '../install.js';
 
 /** Exit code for "the configuration is wrong" (sysexits EX_CONFIG); the systemd unit does not restart on it. */
 const EXIT_CONFIG = 78;
@@ -12,6 +15,19 @@ function collectLabel(value: string, previous: Record<string, string>): Record<s
   const eq = value.indexOf('=');
   if (eq <= 0) throw new Error(`--label takes key=value, got "${value}"`);
   return { ...previous, [value.slice(0, eq)]: value.slice(eq + 1) };
+}
+
+interface EnrollFlags {
+  server: string;
+  token: string;
+  name: string;
+  label: Record<string, string>;
+  config: string;
+  force: boolean;
+}
+
+function enrollOptions(opts: EnrollFlags): EnrollOptions {
+  return { server: opts.server, token: opts.token, name: opts.name, labels: opts.label, configPath: resolve(opts.config), force: opts.force };
 }
 
 const program = new Command('lifeboat-agent')
@@ -28,33 +44,33 @@ program
   .option('--config <file>', 'where to write the config', DEFAULT_AGENT_CONFIG_PATH)
   .option('--force', 'overwrite an existing config', false)
   .addHelpText('after', '\nExample:\n  lifeboat-agent enroll --server http://10.0.0.5:7400 --token lbe_… --name web-1 --label env=prod')
-  .action(async (opts: { server: string; token: string; name: string; label: Record<string, string>; config: string; force: boolean }) => {
-    const name = SafeName.safeParse(opts.name);
-    if (!name.success) throw new LifeboatError('bad_request', `--name "${opts.name}": ${name.error.issues[0]?.message}`);
-    const configPath = resolve(opts.config);
-    if (!opts.force) {
-      const existing = await loadAgentConfig(configPath).catch(() => null);
-      if (existing) throw new LifeboatError('conflict', `${configPath} already enrolls this machine as "${existing.name}"; pass --force to replace it`);
+  .action(async (opts: EnrollFlags) => {
+    const result = await enroll(enrollOptions(opts));
+    process.stdout.write(`enrolled as "${result.name}"; config written to ${result.configPath} (0600)\nstart it with: lifeboat-agent run --config ${result.configPath}\n`);
+  });
+
+program
+  .command('install')
+  .description('Enroll this machine, write a systemd unit for the agent, and start it: the one command for a new VM.')
+  .requiredOption('--server <url>', 'the server, e.g. https://backup.example.com:7400')
+  .requiredOption('--token <token>', 'one-time enrollment token from `lifeboat token create`')
+  .option('--name <name>', 'this agent\'s name in plans', hostname().split('.')[0])
+  .option('--label <key=value>', 'a label (repeatable), e.g. role=drill', collectLabel, {})
+  .option('--config <file>', 'where to write the config', DEFAULT_AGENT_CONFIG_PATH)
+  .option('--force', 'overwrite an existing config', false)
+  .option('--unit-dir <dir>', 'where to write lifeboat-agent.service', '/etc/systemd/system')
+  .option('--no-start', 'write the unit but do not enable or start it')
+  .addHelpText('after', '\nExample:\n  lifeboat-agent install --server https://backup.example:7400 --token lbe_… --name web-1')
+  .action(async (opts: EnrollFlags & { unitDir: string; start: boolean }) => {
+    const result = await enroll(enrollOptions(opts));
+    const agentScript = fileURLToPath(new URL('../../bin/lifeboat-agent.js', import.meta.url));
+    const unitPath = await writeUnit(resolve(opts.unitDir), systemdUnit({ nodePath: process.execPath, agentScript, configPath: result.configPath }));
+    process.stdout.write(`enrolled as "${result.name}"; config ${result.configPath} (0600); unit ${unitPath}\n`);
+    if (opts.start) {
+      const started = enableUnit();
+      process.stdout.write(started.message + '\n');
+      if (!started.ok) process.exitCode = 1;
     }
-    const server = opts.server.replace(/\/+$/, '');
-    let response: Response;
-    try {
-      response = await fetch(`${server}/v1/enroll`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ token: opts.token, name: opts.name, labels: opts.label, hostname: hostname() }),
-      });
-    } catch (err) {
-      throw new LifeboatError('bad_request', `cannot reach the server at ${server}: ${(err as { cause?: Error }).cause?.message ?? (err as Error).message}`);
-    }
-    const body = (await response.json().catch(() => null)) as unknown;
-    if (!response.ok) {
-      const message = (body as { error?: { message?: string } } | null)?.error?.message ?? `HTTP ${response.status}`;
-      throw new LifeboatError('unauthorized', `enrollment refused: ${message}`);
-    }
-    const enrolled = EnrollResponse.parse(body);
-    await saveAgentConfig(configPath, { server, agentId: enrolled.agentId, name: enrolled.name, secret: enrolled.secret, labels: opts.label, stateDir: '/var/lib/lifeboat-agent' });
-    process.stdout.write(`enrolled as "${enrolled.name}"; config written to ${configPath} (0600)\nstart it with: lifeboat-agent run --config ${configPath}\n`);
   });
 
 program
