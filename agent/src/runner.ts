@@ -1,8 +1,9 @@
-import { describeError, formatBytes, LifeboatError, stepKind, type Logger, type ServerMessage } from '@lifeboat/shared';
+import { describeError, formatBytes, LifeboatError, type Logger, type ServerMessage } from '@lifeboat/shared';
 import { downloadArtifact } from './download.js';
 import type { ServerLink } from './link.js';
 import type { JobContext } from './sources/source.js';
-import { sourceForArtifact, sourceForStep } from './sources/registry.js';
+import { artifactTasks, sourceFor, targetFor } from './sources/registry.js';
+import { afterRestore, expandRecipe } from './recipes/index.js';
 import { uploadArtifact } from './upload.js';
 
 type BackupJob = Extract<ServerMessage, { type: 'job.backup' }>['payload'];
@@ -33,10 +34,10 @@ export class JobRunner {
     this.link.send('job.started', { jobId });
     const work = message.type === 'job.backup' ? this.backup(message.payload, ctx) : this.restore(message.payload, ctx);
     work
-      .then((summary) => {
+      .then((outcome) => {
         if (controller.signal.aborted) return;
-        this.log.info(`job ${jobId} succeeded: ${summary}`);
-        this.link.send('job.finished', { jobId, ok: true, summary });
+        this.log.info(`job ${jobId} succeeded: ${outcome.summary}`);
+        this.link.send('job.finished', { jobId, ok: true, ...outcome });
       })
       .catch((err: unknown) => {
         const error = controller.signal.aborted && controller.signal.reason instanceof LifeboatError ? describeError(controller.signal.reason) : describeError(err);
@@ -75,36 +76,43 @@ export class JobRunner {
     };
   }
 
-  private async backup(job: BackupJob, ctx: JobContext): Promise<string> {
+  private async backup(job: BackupJob, ctx: JobContext): Promise<{ summary: string; artifacts: number }> {
     const { plan } = job;
-    this.log.info(`backup of plan ${plan.id} started (job ${job.jobId}, ${plan.steps.length} step(s))`);
+    // A recipe reads the application's own configuration here, on the agent, and becomes steps.
+    const steps = plan.steps ?? (await expandRecipe(plan.recipe!, ctx));
+    const tasks = steps.flatMap(artifactTasks);
+    this.log.info(`backup of plan ${plan.id} started (job ${job.jobId}, ${tasks.length} artifact(s))`);
     let total = 0;
-    // Steps run in the plan's order: dumps before files, as the plan says.
-    for (const [index, step] of plan.steps.entries()) {
-      const kind = stepKind(step);
-      const source = sourceForStep(kind);
-      const artifact = await source.backup(step[kind] as never, ctx);
-      ctx.log.info(`step ${index + 1}/${plan.steps.length}: ${kind} ${artifact.name}`);
+    // In the plan's order: dumps before files, as the plan (or the recipe) says.
+    for (const [index, task] of tasks.entries()) {
+      const artifact = await sourceFor(task.kind).backup(task.options as never, ctx);
+      ctx.log.info(`artifact ${index + 1}/${tasks.length}: ${task.kind} ${artifact.name}`);
       const result = await uploadArtifact(this.link, index, artifact, ctx);
       total += result.size;
     }
-    return `${plan.steps.length} artifact(s), ${formatBytes(total)}`;
+    return { summary: `${tasks.length} artifact(s), ${formatBytes(total)}`, artifacts: tasks.length };
   }
 
-  private async restore(job: RestoreJob, ctx: JobContext): Promise<string> {
+  private async restore(job: RestoreJob, ctx: JobContext): Promise<{ summary: string }> {
     // Owners are restored only where the agent can set them; an unprivileged agent restores as itself.
     const preserveOwner = job.preserveOwner && process.getuid?.() === 0;
+    // Every artifact must have somewhere to go before the first byte is written.
+    const plan = job.artifacts.map((artifact) => ({ artifact, target: targetFor(artifact.kind, job.targets) }));
     const summaries: string[] = [];
     const skipped: string[] = [];
-    for (const [index, artifact] of job.artifacts.entries()) {
-      const source = sourceForArtifact(artifact.kind);
+    let dirUsed = false;
+    for (const { artifact, target } of plan) {
       const input = downloadArtifact(this.link, artifact, ctx);
-      // The emptiness check applies to the target as the restore found it, not to what the first artifact wrote.
-      const target = { ...job.target, force: job.target.force || index > 0 };
-      const result = await source.restore(input, target, { preserveOwner }, ctx);
+      // The emptiness check applies to the directory as the restore found it, not to what an earlier artifact wrote.
+      const effective = target.kind === 'dir' && dirUsed ? { ...target, force: true } : target;
+      if (target.kind === 'dir') dirUsed = true;
+      const result = await sourceFor(artifact.kind).restore(input, effective, { preserveOwner, artifact }, ctx);
       summaries.push(result.summary);
       skipped.push(...result.skipped);
     }
-    return [...summaries, ...(skipped.length ? [`skipped ${skipped.length} entr${skipped.length === 1 ? 'y' : 'ies'}: ${skipped.slice(0, 20).join('; ')}`] : [])].join('\n');
+    const dir = job.targets.find((t) => t.kind === 'dir');
+    if (job.recipe && dir) summaries.push(...(await afterRestore(job.recipe, dir.path, { rewriteHosts: job.rewriteHosts }, ctx)));
+    if (skipped.length) summaries.push(`skipped ${skipped.length} entr${skipped.length === 1 ? 'y' : 'ies'}: ${skipped.slice(0, 20).join('; ')}`);
+    return { summary: summaries.join('\n') };
   }
 }

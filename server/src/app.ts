@@ -154,7 +154,7 @@ export function createApp(deps: AppDeps): Hono {
 
   admin.post('/restores', async (c) => {
     const req = await body(c, RestoreRequest);
-    const job = jobs.requestRestore({ snapshotId: req.snapshotId, agentName: req.agent, to: req.to, force: req.force });
+    const job = jobs.requestRestore(req);
     return c.json({ job: jobView(job, req.agent) });
   });
 

@@ -1,5 +1,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import {
+  ArtifactKind,
+  ArtifactMetadata,
   decodeFrame,
   describeError,
   encodeFrame,
@@ -14,6 +16,8 @@ import {
   type Logger,
   type PayloadOf,
   type Plan,
+  type RestoreRequest,
+  type RestoreTarget,
   type ServerMessages,
   type WireError,
 } from '@lifeboat/shared';
@@ -63,6 +67,15 @@ interface LiveJob {
 const RESTORE_TIMEOUT_MS = 48 * 3_600_000;
 const MAX_WARNINGS = 1000;
 const PROGRESS_WRITE_INTERVAL_MS = 1000;
+const MAX_ARTIFACTS = 1000;
+
+/** What a restore job was asked, as kept in the catalog until it is dispatched. */
+interface RestoreParams {
+  snapshotId: string;
+  targets: RestoreTarget[];
+  artifacts: number[] | null;
+  rewriteHosts: { from: string; to: string }[];
+}
 
 /**
  * The job lifecycle of DESIGN §4: queued → dispatched → running → succeeded | failed | cancelled, persisted in
@@ -116,13 +129,22 @@ export class JobService {
     return { job: this.catalog.job(result.job.id)!, created: result.created };
   }
 
-  requestRestore(input: { snapshotId: string; agentName: string; to: string; force: boolean }): JobRow {
+  requestRestore(input: RestoreRequest): JobRow {
     const snapshot = this.catalog.snapshot(input.snapshotId);
     if (!snapshot) throw new LifeboatError('not_found', `no snapshot "${input.snapshotId}"; see \`lifeboat snapshots list\``);
-    const agent = this.catalog.agentByName(input.agentName);
-    if (!agent || agent.revokedAt !== null) throw new LifeboatError('unknown_agent', `no enrolled agent named "${input.agentName}"; see \`lifeboat agents list\``);
-    const job = this.catalog.createRestoreJob({ id: newId('job'), agentId: agent.id, params: { snapshotId: snapshot.id, to: input.to, force: input.force }, now: this.clock() });
-    this.log.info('restore queued', { job: job.id, snapshot: snapshot.id, agent: agent.name, to: input.to });
+    const agent = this.catalog.agentByName(input.agent);
+    if (!agent || agent.revokedAt !== null) throw new LifeboatError('unknown_agent', `no enrolled agent named "${input.agent}"; see \`lifeboat agents list\``);
+    const steps = this.catalog.artifactsOf(snapshot.id).map((a) => a.step);
+    const unknown = (input.artifacts ?? []).filter((n) => !steps.includes(n));
+    if (unknown.length) throw new LifeboatError('bad_request', `snapshot ${snapshot.id} has no artifact ${unknown.join(', ')} (it has ${steps.join(', ')})`);
+    const targets: RestoreTarget[] = [
+      ...(input.to ? [{ kind: 'dir' as const, path: input.to, force: input.force }] : []),
+      ...(input.toPostgres ? [{ kind: 'postgres' as const, ...input.toPostgres, force: input.force || input.toPostgres.force }] : []),
+      ...(input.toMysql ? [{ kind: 'mysql' as const, ...input.toMysql, force: input.force || input.toMysql.force }] : []),
+    ];
+    const params: RestoreParams = { snapshotId: snapshot.id, targets, artifacts: input.artifacts ?? null, rewriteHosts: input.rewriteHosts };
+    const job = this.catalog.createRestoreJob({ id: newId('job'), agentId: agent.id, params, now: this.clock() });
+    this.log.info('restore queued', { job: job.id, snapshot: snapshot.id, agent: agent.name, targets: targets.map((t) => t.kind).join(',') });
     this.dispatch(agent.id);
     return this.catalog.job(job.id)!;
   }
@@ -155,23 +177,27 @@ export class JobService {
   }
 
   private dispatchRestore(job: JobRow): void {
-    const params = job.params as { snapshotId: string; to: string; force: boolean };
-    const artifacts = this.catalog.artifactsOf(params.snapshotId);
-    if (artifacts.length === 0) throw new LifeboatError('not_found', `snapshot ${params.snapshotId} no longer exists`);
+    const params = job.params as RestoreParams;
+    const snapshot = this.catalog.snapshot(params.snapshotId);
+    const rows = this.catalog.artifactsOf(params.snapshotId).filter((a) => !params.artifacts || params.artifacts.includes(a.step));
+    if (!snapshot || rows.length === 0) throw new LifeboatError('not_found', `snapshot ${params.snapshotId} no longer exists`);
     const allowed = new Set<string>();
-    const forRestore = artifacts.map((a) => {
+    const artifacts = rows.map((a) => {
       const chunks = this.catalog.chunksOf(a.id);
       for (const c of chunks) allowed.add(c.id);
-      return { artifactId: a.id, kind: a.kind as 'files', name: a.name, size: a.size, sha256: a.sha256, chunks };
+      return { artifactId: a.id, step: a.step, kind: ArtifactKind.parse(a.kind), name: a.name, size: a.size, sha256: a.sha256, metadata: ArtifactMetadata.parse(a.metadata), chunks };
     });
+    const recipe = this.catalog.plan(snapshot.planId)?.plan.recipe?.name ?? null;
     if (!this.catalog.transitionJob(job.id, ['queued'], { status: 'dispatched', dispatchedAt: this.clock() })) return;
     this.live.set(job.id, this.newLive(job, null, allowed));
     this.link!.send(job.agentId, 'job.restore', {
       jobId: job.id,
       snapshotId: params.snapshotId,
-      target: { kind: 'dir', path: params.to, force: params.force },
+      targets: params.targets,
       preserveOwner: true,
-      artifacts: forRestore,
+      artifacts,
+      recipe,
+      rewriteHosts: params.rewriteHosts,
     });
   }
 
@@ -227,7 +253,8 @@ export class JobService {
     const live = this.requireLive(agentId, p.jobId);
     if (live.kind !== 'backup' || !live.plan) throw new LifeboatError('protocol', `job ${p.jobId} is not a backup`);
     if (live.startedAt === null) throw new LifeboatError('protocol', `job ${p.jobId} has not started`);
-    if (p.step >= live.plan.steps.length) throw new LifeboatError('protocol', `plan ${live.plan.id} has no step ${p.step}`);
+    if (p.step >= MAX_ARTIFACTS) throw new LifeboatError('protocol', `a backup has at most ${MAX_ARTIFACTS} artifacts`);
+    if (live.stored.has(p.step)) throw new LifeboatError('protocol', `artifact ${p.step} of job ${p.jobId} was already stored`);
     if (this.uploads.has(p.uploadId)) throw new LifeboatError('protocol', `upload ${p.uploadId} already exists`);
     const upload: Upload = { uploadId: p.uploadId, step: p.step, kind: p.kind, name: p.name, hash: createHash('sha256'), size: 0, chunks: [], chain: Promise.resolve(), pending: 0, error: null };
     live.uploads.set(p.uploadId, upload);
@@ -326,7 +353,7 @@ export class JobService {
       return;
     }
     try {
-      const snapshotId = await this.recordBackup(live, p.summary ?? null);
+      const snapshotId = await this.recordBackup(live, p.artifacts ?? live.plan?.steps?.length ?? live.stored.size, p.summary ?? null);
       this.log.info('backup succeeded', { job: p.jobId, snapshot: snapshotId });
     } catch (err) {
       const { code, message } = describeError(err);
@@ -339,12 +366,14 @@ export class JobService {
    * Write order of DESIGN §11: chunks are durable already (each acknowledged after fsync); then the manifest
    * goes to the store; the catalog row is the very last write.
    */
-  private async recordBackup(live: LiveJob, summary: string | null): Promise<string> {
+  private async recordBackup(live: LiveJob, expected: number, summary: string | null): Promise<string> {
     const plan = live.plan!;
     const artifacts: NewArtifact[] = [];
-    for (let step = 0; step < plan.steps.length; step++) {
+    if (expected === 0) throw new LifeboatError('upload_failed', `the backup of plan ${plan.id} produced no artifact`);
+    if (live.stored.size !== expected) throw new LifeboatError('upload_failed', `the agent reported ${expected} artifact(s) but the server stored ${live.stored.size}`);
+    for (let step = 0; step < expected; step++) {
       const artifact = live.stored.get(step);
-      if (!artifact) throw new LifeboatError('upload_failed', `step ${step + 1} of plan ${plan.id} sent no complete artifact`);
+      if (!artifact) throw new LifeboatError('upload_failed', `artifact ${step + 1} of plan ${plan.id} never arrived complete`);
       artifacts.push(artifact);
     }
     const snapshotId = newId('snap');

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { Labels, SafeName, AbsolutePath } from './ids.js';
-import { ToolInfo, ArtifactMetadata, WireError } from './protocol.js';
+import { ToolInfo, ArtifactMetadata, HostRewrite, MysqlTarget, PostgresTarget, WireError } from './protocol.js';
 import { Duration, Plan } from './plan.js';
 
 /** HTTP API bodies, parsed on both ends. Errors are always `{ error: { code, message, details? } }`. */
@@ -87,6 +87,19 @@ export type SnapshotView = z.infer<typeof SnapshotView>;
 
 export const BackupNowResponse = z.object({ job: JobView });
 export const RestoreRequest = z
-  .object({ snapshotId: z.string().min(1), agent: SafeName, to: AbsolutePath, force: z.boolean().default(false) })
-  .strict();
+  .object({
+    snapshotId: z.string().min(1),
+    agent: SafeName,
+    /** Files, SQLite databases and command artifacts go here; so do database dumps without a database target. */
+    to: AbsolutePath.optional(),
+    toPostgres: PostgresTarget.omit({ kind: true }).optional(),
+    toMysql: MysqlTarget.omit({ kind: true }).optional(),
+    force: z.boolean().default(false),
+    /** Only these artifacts (by step index, from 0); all by default. */
+    artifacts: z.array(z.number().int().min(0)).optional(),
+    /** pydio-cells: rewrite OLD host to NEW in the restored configuration. */
+    rewriteHosts: z.array(HostRewrite).default([]),
+  })
+  .strict()
+  .refine((r) => r.to || r.toPostgres || r.toMysql, { message: 'give a target: to, toPostgres or toMysql', path: ['to'] });
 export type RestoreRequest = z.infer<typeof RestoreRequest>;

@@ -42,3 +42,41 @@ export type Labels = z.infer<typeof Labels>;
 
 /** SHA-256 in lowercase hex. */
 export const Sha256Hex = z.string().regex(/^[0-9a-f]{64}$/, 'a SHA-256 in lowercase hex');
+
+const noControl = (s: string) => !/[\0\n\r]/.test(s);
+
+/**
+ * A database name that reaches pg_dump/mariadb-dump argv: never a leading "-" (an option), never NUL or
+ * newline, and never something pg_dump would read as a connection string ("=" or a postgres:// URI).
+ */
+export const DatabaseName = z
+  .string()
+  .min(1, 'required')
+  .max(128)
+  .refine((s) => !s.startsWith('-'), 'must not start with "-"')
+  .refine(noControl, 'must not contain NUL or newline characters')
+  .refine((s) => !s.includes('=') && !/^postgres(ql)?:/i.test(s), 'must not contain "=" or be a connection URI');
+
+/** A database user or role name: the same rules as a database name. */
+export const DatabaseUser = DatabaseName;
+
+/** A host name, an IP address, or (for PostgreSQL) a Unix socket directory. */
+export const DatabaseHost = z
+  .string()
+  .min(1, 'required')
+  .max(255)
+  .regex(/^(\/[^\0\n\r]*|[A-Za-z0-9_.:[\]%-]+)$/, 'a host name, an IP address, or an absolute socket directory')
+  .refine((s) => !s.startsWith('-'), 'must not start with "-"');
+
+export const Port = z.number().int().min(1).max(65535);
+
+/** An environment variable's name (for secrets the agent reads from its own environment). */
+export const EnvName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name');
+
+/** A schema-qualified or plain table name or pattern as pg_dump/mariadb-dump take it. */
+export const TableName = z
+  .string()
+  .min(1)
+  .max(255)
+  .refine((s) => !s.startsWith('-'), 'must not start with "-"')
+  .refine(noControl, 'must not contain NUL or newline characters');

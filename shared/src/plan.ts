@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { parseDuration } from './duration.js';
-import { AbsolutePath, Labels, SafeName } from './ids.js';
+import { AbsolutePath, DatabaseHost, DatabaseName, DatabaseUser, EnvName, Labels, Port, SafeName, TableName } from './ids.js';
 
 /** A duration written as in plans: "26h", "7d", "1d12h". */
 export const Duration = z.string().refine((s) => parseDuration(s) !== null, 'a duration such as "90s", "15m", "26h", "7d"');
@@ -31,15 +31,83 @@ export const FilesStepOptions = z
   .strict();
 export type FilesStepOptions = z.infer<typeof FilesStepOptions>;
 
+/** Where a database password comes from on the agent: a file (0600) or the agent's environment; never the plan. */
+const passwordSource = {
+  passwordFile: AbsolutePath.optional(),
+  passwordEnv: EnvName.optional(),
+};
+const onePasswordSource = (o: { passwordFile?: string; passwordEnv?: string }) => !(o.passwordFile && o.passwordEnv);
+const onePasswordMessage = { message: 'give passwordFile or passwordEnv, not both' };
+
+export const PostgresStepOptions = z
+  .object({
+    database: DatabaseName,
+    host: DatabaseHost.default('127.0.0.1'),
+    port: Port.default(5432),
+    user: DatabaseUser.default('postgres'),
+    ...passwordSource,
+    /** Only these schemas (pg_dump --schema). */
+    schemas: z.array(TableName).optional(),
+    /** Tables left out (pg_dump --exclude-table), e.g. "public.sessions". */
+    excludeTables: z.array(TableName).optional(),
+    /** Also back up roles and tablespaces (pg_dumpall --globals-only), as an artifact of its own. */
+    globals: z.boolean().default(false),
+  })
+  .strict()
+  .refine(onePasswordSource, onePasswordMessage);
+export type PostgresStepOptions = z.infer<typeof PostgresStepOptions>;
+
+export const MysqlStepOptions = z
+  .object({
+    /** One or more databases, or "all" (every database but the server's own schemas). */
+    databases: z.union([z.array(DatabaseName).min(1), z.literal('all')]),
+    host: DatabaseHost.default('127.0.0.1'),
+    port: Port.default(3306),
+    user: DatabaseUser.default('root'),
+    ...passwordSource,
+    /** Tables left out, as "database.table" (mariadb-dump --ignore-table). */
+    excludeTables: z.array(TableName).optional(),
+  })
+  .strict()
+  .refine(onePasswordSource, onePasswordMessage);
+export type MysqlStepOptions = z.infer<typeof MysqlStepOptions>;
+
+export const SqliteStepOptions = z.object({ path: AbsolutePath }).strict();
+export type SqliteStepOptions = z.infer<typeof SqliteStepOptions>;
+
+export const CommandStepOptions = z
+  .object({
+    /** A name for the artifact, e.g. "mongodb". */
+    name: SafeName,
+    /** argv, run without a shell; its standard output is the artifact. */
+    run: z.array(z.string().min(1).refine((s) => !/[\0]/.test(s), 'no NUL characters')).min(1, 'at least the program'),
+    /** argv that takes the artifact on standard input to restore it (optional). */
+    restore: z.array(z.string().min(1)).min(1).optional(),
+    timeout: Duration.default('6h'),
+    cwd: AbsolutePath.optional(),
+  })
+  .strict();
+export type CommandStepOptions = z.infer<typeof CommandStepOptions>;
+
 /** Each step names exactly one source. A new source is one more optional key here and one file in agent/src/sources. */
 const stepSources = {
+  postgres: PostgresStepOptions,
+  mysql: MysqlStepOptions,
+  sqlite: SqliteStepOptions,
+  command: CommandStepOptions,
   files: FilesStepOptions,
 };
 export type StepKind = keyof typeof stepSources;
 export const StepKinds = Object.keys(stepSources) as StepKind[];
 
 export const Step = z
-  .object({ files: FilesStepOptions.optional() })
+  .object({
+    postgres: PostgresStepOptions.optional(),
+    mysql: MysqlStepOptions.optional(),
+    sqlite: SqliteStepOptions.optional(),
+    command: CommandStepOptions.optional(),
+    files: FilesStepOptions.optional(),
+  })
   .strict()
   .superRefine((step, ctx) => {
     const kinds = Object.keys(step).filter((k) => (step as Record<string, unknown>)[k] !== undefined);
@@ -55,6 +123,35 @@ export type Step = z.infer<typeof Step>;
 export function stepKind(step: Step): StepKind {
   return (Object.keys(step) as StepKind[]).find((k) => step[k] !== undefined)!;
 }
+
+/**
+ * An application preset: the agent reads the application's own configuration and expands it to steps
+ * (dumps first, then files). The plan names only where the application lives.
+ */
+export const RecipeNames = ['civicrm', 'chatwoot', 'pydio-cells', 'liferay', 'vm'] as const;
+export const Recipe = z
+  .object({
+    name: z.enum(RecipeNames),
+    /** Where the application lives: CiviCRM's civicrm.settings.php or its site root, Chatwoot's install dir, Cells' working dir, Liferay Home. */
+    path: AbsolutePath.optional(),
+    /** vm: paths to archive. Other recipes: extra paths to add. */
+    paths: z.array(AbsolutePath).optional(),
+    exclude: z.array(z.string().min(1)).optional(),
+    /** vm: databases to dump first, as steps. */
+    databases: z.array(z.union([
+      z.object({ postgres: PostgresStepOptions }).strict(),
+      z.object({ mysql: MysqlStepOptions }).strict(),
+      z.object({ sqlite: SqliteStepOptions }).strict(),
+    ])).optional(),
+    /** A password file for the database when the application's config holds none the agent may use. */
+    passwordFile: AbsolutePath.optional(),
+  })
+  .strict()
+  .superRefine((r, ctx) => {
+    if (r.name === 'vm' && !r.paths?.length && !r.databases?.length) ctx.addIssue({ code: 'custom', path: ['paths'], message: 'the vm recipe needs paths or databases' });
+    if (r.name !== 'vm' && !r.path) ctx.addIssue({ code: 'custom', path: ['path'], message: `the ${r.name} recipe needs the application's path` });
+  });
+export type Recipe = z.infer<typeof Recipe>;
 
 const KeepCount = z.number().int().min(0);
 export const RetentionPolicy = z
@@ -98,11 +195,17 @@ export const Plan = z
     timeout: Duration.default('12h'),
     /** A scheduled run that could not start within this time (agent offline) is dropped, not run late. */
     window: Duration.default('24h'),
-    steps: z.array(Step).min(1, 'at least one step'),
+    steps: z.array(Step).min(1, 'at least one step').optional(),
+    /** Stands in for steps: expanded on the agent from the application's own configuration. */
+    recipe: Recipe.optional(),
     retention: RetentionPolicy.optional(),
     drill: DrillPolicy.optional(),
   })
-  .strict();
+  .strict()
+  .superRefine((plan, ctx) => {
+    if (!plan.steps && !plan.recipe) ctx.addIssue({ code: 'custom', path: ['steps'], message: 'required (or a recipe)' });
+    if (plan.steps && plan.recipe) ctx.addIssue({ code: 'custom', path: ['recipe'], message: 'give steps or a recipe, not both' });
+  });
 export type Plan = z.infer<typeof Plan>;
 export type PlanInput = z.input<typeof Plan>;
 

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { ErrorCodes } from './errors.js';
-import { AbsolutePath, Labels, Sha256Hex } from './ids.js';
-import { Plan } from './plan.js';
+import { AbsolutePath, DatabaseHost, DatabaseName, DatabaseUser, EnvName, Labels, Port, Sha256Hex } from './ids.js';
+import { Plan, RecipeNames } from './plan.js';
 
 /**
  * The agent ⇄ server protocol. Control messages are JSON text frames in one envelope,
@@ -38,25 +38,103 @@ export const FilesMetadata = z.object({
   symlinks: z.number().int(),
   fileBytes: z.number().int(),
 });
-export const ArtifactMetadata = z.discriminatedUnion('kind', [FilesMetadata]);
-export type ArtifactMetadata = z.infer<typeof ArtifactMetadata>;
 
-export const ArtifactKind = z.enum(['files']);
+/** A table as recorded at backup time: exact rows in the dump's own snapshot, and optionally a content checksum. */
+export const TableRecord = z.object({
+  schema: z.string().optional(),
+  name: z.string(),
+  rows: z.number().int().min(0),
+  checksum: z.string().optional(),
+});
+export type TableRecord = z.infer<typeof TableRecord>;
+
+export const PostgresMetadata = z.object({
+  kind: z.literal('postgres'),
+  database: z.string(),
+  serverVersion: z.string(),
+  dumpVersion: z.string(),
+  /** pg_dump's custom format, restored with pg_restore (never psql: DESIGN §11). */
+  format: z.literal('custom'),
+  tables: z.array(TableRecord),
+  /** Roles that own objects or hold grants in the dump: they must exist before a restore. */
+  roles: z.array(z.string()),
+  extensions: z.array(z.object({ name: z.string(), version: z.string() })),
+});
+
+export const PostgresGlobalsMetadata = z.object({
+  kind: z.literal('postgres-globals'),
+  serverVersion: z.string(),
+  roles: z.array(z.string()),
+});
+
+export const MysqlMetadata = z.object({
+  kind: z.literal('mysql'),
+  serverVersion: z.string(),
+  dumpTool: z.string(),
+  dumpVersion: z.string(),
+  databases: z.array(z.object({ name: z.string(), tables: z.array(TableRecord) })),
+});
+
+export const SqliteMetadata = z.object({
+  kind: z.literal('sqlite'),
+  path: z.string(),
+  sizeBytes: z.number().int(),
+  tables: z.array(TableRecord),
+  integrity: z.literal('ok'),
+});
+
+export const CommandMetadata = z.object({
+  kind: z.literal('command'),
+  name: z.string(),
+  program: z.string(),
+  exitCode: z.literal(0),
+});
+
+export const ArtifactMetadata = z.discriminatedUnion('kind', [FilesMetadata, PostgresMetadata, PostgresGlobalsMetadata, MysqlMetadata, SqliteMetadata, CommandMetadata]);
+export type ArtifactMetadata = z.infer<typeof ArtifactMetadata>;
+export type MetadataOf<K extends ArtifactKind> = Extract<ArtifactMetadata, { kind: K }>;
+
+export const ArtifactKind = z.enum(['files', 'postgres', 'postgres-globals', 'mysql', 'sqlite', 'command']);
 export type ArtifactKind = z.infer<typeof ArtifactKind>;
 
-/** An artifact as a restore needs it: the ordered chunks and what the whole stream must hash to. */
+export const ChunkList = z.array(ChunkRef);
+
+/** An artifact as a restore needs it: the ordered chunks, what the whole stream must hash to, and its metadata. */
 export const ArtifactForRestore = z.object({
   artifactId: z.string(),
+  step: z.number().int().min(0),
   kind: ArtifactKind,
   name: z.string(),
   size: z.number().int().min(0),
   sha256: Sha256Hex,
-  chunks: z.array(ChunkRef),
+  metadata: ArtifactMetadata,
+  chunks: ChunkList,
 });
 export type ArtifactForRestore = z.infer<typeof ArtifactForRestore>;
 
-export const RestoreTarget = z.object({ kind: z.literal('dir'), path: AbsolutePath, force: z.boolean().default(false) });
+export const DirTarget = z.object({ kind: z.literal('dir'), path: AbsolutePath, force: z.boolean().default(false) });
+export type DirTarget = z.infer<typeof DirTarget>;
+
+const databaseTarget = {
+  host: DatabaseHost,
+  port: Port,
+  user: DatabaseUser,
+  database: DatabaseName,
+  /** On the restoring agent; never a password itself. */
+  passwordFile: AbsolutePath.optional(),
+  passwordEnv: EnvName.optional(),
+  /** Restore into a database that already has tables. */
+  force: z.boolean().default(false),
+};
+export const PostgresTarget = z.object({ kind: z.literal('postgres'), ...databaseTarget });
+export type PostgresTarget = z.infer<typeof PostgresTarget>;
+export const MysqlTarget = z.object({ kind: z.literal('mysql'), ...databaseTarget });
+export type MysqlTarget = z.infer<typeof MysqlTarget>;
+
+export const RestoreTarget = z.discriminatedUnion('kind', [DirTarget, PostgresTarget, MysqlTarget]);
 export type RestoreTarget = z.infer<typeof RestoreTarget>;
+
+export const HostRewrite = z.object({ from: z.string().min(1), to: z.string().min(1) });
 
 function message<T extends string, P extends z.ZodType>(type: T, payload: P) {
   return z.object({ v: z.literal(PROTOCOL_VERSION), id: z.string().max(64), type: z.literal(type), payload });
@@ -102,6 +180,8 @@ export const AgentMessages = {
     error: WireError.optional(),
     /** Human-readable outcome, e.g. the restore's summary. */
     summary: z.string().max(4000).optional(),
+    /** For a backup: how many artifacts it produced (a recipe decides the count on the agent). */
+    artifacts: z.number().int().min(0).optional(),
   }),
 } as const;
 
@@ -120,10 +200,14 @@ export const ServerMessages = {
   'job.restore': z.object({
     jobId: z.string(),
     snapshotId: z.string(),
-    target: RestoreTarget,
+    /** At most one target per kind; each artifact goes to the target of its own kind, else to the directory. */
+    targets: z.array(RestoreTarget).min(1),
     /** Restore owners (uid/gid) as recorded; off for drills and when not running as root. */
     preserveOwner: z.boolean(),
-    artifacts: z.array(ArtifactForRestore),
+    artifacts: z.array(ArtifactForRestore).min(1),
+    /** The recipe that made the snapshot, for its after-restore step (e.g. rewriting hosts in pydio.json). */
+    recipe: z.enum(RecipeNames).nullable().default(null),
+    rewriteHosts: z.array(HostRewrite).default([]),
   }),
   'job.cancel': z.object({ jobId: z.string(), reason: z.string() }),
   'chunk.ack': z.object({ uploadId: z.uuid(), chunkId: Sha256Hex }),

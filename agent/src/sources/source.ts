@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import type { ArtifactKind, ArtifactMetadata, Logger, RestoreTarget } from '@lifeboat/shared';
+import type { ArtifactForRestore, ArtifactKind, ArtifactMetadata, Logger, RestoreTarget } from '@lifeboat/shared';
 
 /** What a source may do while it runs: report, warn, and stop when the job is cancelled. */
 export interface JobContext {
@@ -42,10 +42,15 @@ export interface RestoreSummary {
 export interface Source<Options> {
   kind: ArtifactKind;
   backup(options: Options, ctx: JobContext): Promise<BackupStream>;
+  /** The target kinds this source restores into, preferred first; "dir" writes the artifact as files. */
+  targets: readonly RestoreTarget['kind'][];
+  /** `target` is always one of `targets`. */
   restore(input: Readable, target: RestoreTarget, options: RestoreOptions, ctx: JobContext): Promise<RestoreSummary>;
 }
 
 export interface RestoreOptions {
   /** Restore the recorded uid/gid (as root, for moving a machine); otherwise files belong to the restoring user. */
   preserveOwner: boolean;
+  /** The artifact being restored: its name, size and what was recorded at backup (tables, row counts). */
+  artifact?: ArtifactForRestore;
 }

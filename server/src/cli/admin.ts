@@ -510,32 +510,97 @@ async function showSnapshot(ctx: Context, id: string, json: boolean): Promise<nu
 
 // ── restore ───────────────────────────────────────────────────────────────────
 
+interface RestoreFlags {
+  agent: string;
+  to?: string;
+  toPostgres?: string;
+  toMysql?: string;
+  passwordFile?: string;
+  force?: boolean;
+  artifact: number[];
+  rewriteHost: { from: string; to: string }[];
+}
+
 function addRestoreCommand(program: Command, ctx: Context, run: Run): void {
   program
     .command('restore')
-    .description('restore a snapshot into a directory on an agent, wait for it, and print its summary')
+    .description('restore a snapshot on an agent (files into a directory, dumps into a database), wait for it, and print its summary')
     .argument('<snapshot>', 'snapshot id')
     .requiredOption('--agent <name>', 'the agent that restores (need not be the one that was backed up)')
-    .requiredOption('--to <dir>', 'absolute path of the target directory on that agent')
-    .option('--force', 'restore into a directory that is not empty')
-    .addHelpText('after', example('lifeboat restore snap_7hx2m4q9ce3kwz5tbn8a --agent web-1 --to /srv/restore'))
-    .action((snapshot: string, opts: { agent: string; to: string; force?: boolean }) =>
-      run(() => restore(ctx, snapshot, opts)),
-    );
+    .option('--to <dir>', 'absolute path of the target directory on that agent (files, SQLite, and dumps without a database target)')
+    .option('--to-postgres <url>', 'restore PostgreSQL dumps into this database, postgres://user@host:port/db (created if missing)')
+    .option('--to-mysql <url>', 'restore MySQL/MariaDB dumps into this database, mysql://user@host:port/db (created if missing)')
+    .option('--password-file <file>', 'for --to-postgres/--to-mysql: a file on the agent holding the password')
+    .option('--force', 'restore into a directory or database that is not empty')
+    .option('--artifact <n>', 'restore only this artifact (index from 0; repeatable)', (v: string, prev: number[]) => [...prev, parseIndex(v)], [] as number[])
+    .option('--rewrite-host <old=new>', 'pydio-cells: replace a host in the restored configuration (repeatable)', (v: string, prev: { from: string; to: string }[]) => [...prev, parseRewrite(v)], [] as { from: string; to: string }[])
+    .addHelpText(
+      'after',
+      example('lifeboat restore snap_7hx2m4q9ce3kwz5tbn8a --agent web-1 --to /srv/restore') +
+        example("lifeboat restore snap_7hx2m4q9ce3kwz5tbn8a --agent db-2 --to-postgres 'postgres://postgres@127.0.0.1:5432/chatwoot_restored' --to /srv/restore"),
+    )
+    .action((snapshot: string, opts: RestoreFlags) => run(() => restore(ctx, snapshot, opts)));
+}
+
+function parseIndex(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new UsageError(`--artifact takes an index from 0, got "${value}"`);
+  return n;
+}
+
+function parseRewrite(value: string): { from: string; to: string } {
+  const eq = value.indexOf('=');
+  if (eq <= 0 || eq === value.length - 1) throw new UsageError(`--rewrite-host takes OLD=NEW, got "${value}"`);
+  return { from: value.slice(0, eq), to: value.slice(eq + 1) };
+}
+
+/** postgres://user@host:port/db → a database target; a password in the URL is refused (it would sit in argv and logs). */
+export function databaseUrl(flag: string, url: string, defaults: { port: number; user: string }, passwordFile?: string) {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new UsageError(`${flag}: not a URL: "${url}"`);
+  }
+  const scheme = flag === '--to-postgres' ? /^postgres(ql)?:$/ : /^(mysql|mariadb):$/;
+  if (!scheme.test(parsed.protocol)) throw new UsageError(`${flag}: expected ${flag === '--to-postgres' ? 'postgres://' : 'mysql://'}user@host:port/database, got "${parsed.protocol}//…"`);
+  if (parsed.password) throw new UsageError(`${flag}: leave the password out of the URL; put it in a file on the agent and pass --password-file`);
+  const database = decodeURIComponent(parsed.pathname.replace(/^\//, ''));
+  if (!database) throw new UsageError(`${flag}: the URL names no database (…/DATABASE)`);
+  return {
+    host: parsed.hostname.replace(/^\[|\]$/g, '') || '127.0.0.1',
+    port: parsed.port ? Number(parsed.port) : defaults.port,
+    user: decodeURIComponent(parsed.username) || defaults.user,
+    database,
+    ...(passwordFile ? { passwordFile } : {}),
+  };
 }
 
 /** Zod paths of a RestoreRequest, as the user typed them. */
-const RESTORE_FIELDS: Record<string, string> = { snapshotId: 'SNAPSHOT', agent: '--agent', to: '--to', force: '--force' };
+const RESTORE_FIELDS: Record<string, string> = { snapshotId: 'SNAPSHOT', agent: '--agent', to: '--to', toPostgres: '--to-postgres', toMysql: '--to-mysql', force: '--force' };
 
-async function restore(ctx: Context, snapshotId: string, opts: { agent: string; to: string; force?: boolean }): Promise<number> {
-  const parsed = RestoreRequest.safeParse({ snapshotId, agent: opts.agent, to: opts.to, force: opts.force === true });
+async function restore(ctx: Context, snapshotId: string, opts: RestoreFlags): Promise<number> {
+  if (!opts.to && !opts.toPostgres && !opts.toMysql) throw new UsageError('give where to restore: --to DIR, --to-postgres URL and/or --to-mysql URL');
+  if (opts.passwordFile && !opts.toPostgres && !opts.toMysql) throw new UsageError('--password-file goes with --to-postgres or --to-mysql');
+  const request = {
+    snapshotId,
+    agent: opts.agent,
+    force: opts.force === true,
+    ...(opts.to ? { to: opts.to } : {}),
+    ...(opts.toPostgres ? { toPostgres: databaseUrl('--to-postgres', opts.toPostgres, { port: 5432, user: 'postgres' }, opts.passwordFile) } : {}),
+    ...(opts.toMysql ? { toMysql: databaseUrl('--to-mysql', opts.toMysql, { port: 3306, user: 'root' }, opts.passwordFile) } : {}),
+    ...(opts.artifact.length ? { artifacts: opts.artifact } : {}),
+    rewriteHosts: opts.rewriteHost,
+  };
+  const parsed = RestoreRequest.safeParse(request);
   if (!parsed.success) {
     const problems = listIssues(parsed.error).map((line) => line.replace(/^(\w+)/, (field) => RESTORE_FIELDS[field] ?? field));
     throw new UsageError('invalid restore request:', problems);
   }
   const api = client(ctx);
   const job = await api.restore(parsed.data);
-  ctx.out.line(`queued restore job ${job.id}: snapshot ${snapshotId} into ${opts.to} on agent ${job.agentName}`);
+  const where = [opts.to, opts.toPostgres, opts.toMysql].filter(Boolean).join(' and ');
+  ctx.out.line(`queued restore job ${job.id}: snapshot ${snapshotId} into ${where} on agent ${job.agentName}`);
   return followJob(ctx, api, job);
 }
 

@@ -134,7 +134,7 @@ export function planTable(plans: readonly PlanView[]): string[] {
       plan.agent,
       plan.schedule ? plan.schedule + (plan.timezone ? ` (${plan.timezone})` : '') : 'manual',
       plan.rpo ?? '-',
-      plan.steps.map(stepKind).join(','),
+      plan.steps ? plan.steps.map(stepKind).join(',') : `recipe:${plan.recipe!.name}`,
       formatTime(updatedAt),
     ]),
   );
@@ -294,7 +294,21 @@ function artifactContents(metadata: SnapshotView['artifacts'][number]['metadata'
   switch (metadata.kind) {
     case 'files':
       return `${metadata.files} files, ${metadata.directories} directories, ${metadata.symlinks} symlinks (${formatBytes(metadata.fileBytes)}) from ${metadata.paths.join(', ')}`;
+    case 'postgres':
+      return `PostgreSQL ${metadata.serverVersion} database ${metadata.database}: ${metadata.tables.length} tables, ${rowTotal(metadata.tables)} rows (pg_dump ${metadata.dumpVersion}, custom format)`;
+    case 'postgres-globals':
+      return `PostgreSQL ${metadata.serverVersion} roles and tablespaces: ${metadata.roles.length} roles`;
+    case 'mysql':
+      return `${metadata.dumpTool} ${metadata.dumpVersion} of ${metadata.databases.map((d) => `${d.name} (${d.tables.length} tables, ${rowTotal(d.tables)} rows)`).join(', ')} from server ${metadata.serverVersion}`;
+    case 'sqlite':
+      return `SQLite ${metadata.path}: ${metadata.tables.length} tables, ${rowTotal(metadata.tables)} rows, integrity ${metadata.integrity}`;
+    case 'command':
+      return `output of ${metadata.program} (${metadata.name})`;
   }
+}
+
+function rowTotal(tables: readonly { rows: number }[]): number {
+  return tables.reduce((n, t) => n + t.rows, 0);
 }
 
 export function snapshotDetails(snapshot: SnapshotView): string[] {

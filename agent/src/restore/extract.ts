@@ -1,0 +1,484 @@
+import { chmod, lchown, lstat, lutimes, readFile, realpath, utimes } from 'node:fs/promises';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { ReadEntry, Unpack } from 'tar';
+import { formatBytes, LifeboatError } from '@lifeboat/shared';
+import { abortReason, fsReason, isCode, isFsError, shown, throttled } from '../fs-errors.js';
+import type { JobContext, RestoreOptions } from '../sources/source.js';
+
+/**
+ * Guarded extraction of a tar stream into a prepared restore target (restore/target.ts).
+ *
+ * Restore uses node-tar's Unpack (strict, no preservePaths) behind a filter that refuses what must not be
+ * written, then sets what node-tar leaves wrong: exact modes (umask, setgid, 0700 forced on directories),
+ * directory mtimes (changed by their children), and symlinks' mtimes and owners.
+ */
+
+export interface FilesRestoreLimits {
+  /** Total size of the entries in the archive. */
+  maxBytes: number;
+  maxEntries: number;
+  /** Path components of one entry. */
+  maxDepth: number;
+}
+
+export const DEFAULT_RESTORE_LIMITS: Readonly<FilesRestoreLimits> = {
+  maxBytes: 1024 ** 4,
+  maxEntries: 10_000_000,
+  maxDepth: 256,
+};
+
+/** Skipped entries listed one by one (and warned about); beyond this they are only counted. */
+const MAX_LISTED_SKIPS = 1000;
+
+/** Where to extract: the prepared target, by its real path and as the restore named it. */
+export interface ExtractionTarget {
+  /** The target's real path: what node-tar extracts into and what every containment check compares with. */
+  root: string;
+  /** The target as given: absolute link targets inside either this or root are inside the target. */
+  path: string;
+}
+
+export interface Extracted {
+  restored: number;
+  restoredBytes: number;
+  /** Entries deliberately not restored, each with why. */
+  skipped: string[];
+  /** The archive held the target itself ("./", as an archive of "/" does): the target's mode is set from it. */
+  targetModeSet: boolean;
+}
+
+/**
+ * Extracts the tar stream into target.root, then sets the modes, times and owners node-tar leaves wrong.
+ * Refused entries are skipped and listed; a limit exceeded, a corrupt or truncated archive, a failed input
+ * or a cancelled job fails it.
+ */
+export async function extractTar(input: Readable, target: ExtractionTarget, limits: FilesRestoreLimits, options: RestoreOptions, ctx: JobContext): Promise<Extracted> {
+  const roots = [...new Set([target.root, path.posix.resolve(target.path)])];
+  const guard = new ExtractionGuard(roots, limits, fileModeCheck(await processUmask()), ctx);
+  await extract(input, target.root, guard, options, ctx);
+  await applyFixups(guard.fixups, target.root, options.preserveOwner, ctx);
+  return { restored: guard.restored, restoredBytes: guard.restoredBytes, skipped: guard.skippedList(), targetModeSet: guard.fixups.has('') };
+}
+
+/** What node-tar leaves wrong and is set once everything is written (see applyFixups). */
+interface Fixup {
+  kind: 'file' | 'directory' | 'symlink';
+  mode: number;
+  mtime: Date | undefined;
+  uid: number | undefined;
+  gid: number | undefined;
+}
+
+/**
+ * node-tar's filter: decides from each entry's header, before any byte of it is written, whether it may be
+ * extracted. Refused entries are skipped and listed with why; a limit exceeded fails the whole restore.
+ */
+class ExtractionGuard {
+  restored = 0;
+  restoredBytes = 0;
+  /** Archive path (no trailing slash; "" is the target itself) → what to set after extraction. */
+  readonly fixups = new Map<string, Fixup>();
+  /** Set by extract(): stops the extraction with this error. */
+  onFatal: (err: LifeboatError) => void = () => {};
+  private entries = 0;
+  private declaredBytes = 0;
+  private failed = false;
+  /** Symlinks extracted so far, archive path → link target, to resolve chains of links. */
+  private readonly symlinks = new Map<string, string>();
+  private readonly seen = new WeakSet<ReadEntry>();
+  private readonly skipped: string[] = [];
+  private unlistedSkips = 0;
+
+  constructor(
+    /** The restore target, as its real path and as given: absolute link targets inside either are inside. */
+    private readonly roots: readonly string[],
+    readonly limits: FilesRestoreLimits,
+    private readonly fileNeedsFixup: (mode: number) => boolean,
+    private readonly ctx: JobContext,
+  ) {}
+
+  accept(entry: ReadEntry): boolean {
+    this.seen.add(entry);
+    if (this.failed) return false;
+    const overLimit = this.countAgainstLimits(entry);
+    if (overLimit) return this.fail(overLimit);
+    const checked = splitEntryPath(entry.path);
+    if (!checked.ok) return this.skip(entry.path, checked.reason);
+    if (checked.parts.length > this.limits.maxDepth) {
+      return this.fail(`entry ${shown(entry.path)} is ${checked.parts.length} directories deep, more than the limit of ${this.limits.maxDepth}`);
+    }
+    const refusal = this.refusal(entry, checked.parts);
+    if (refusal) return this.skip(entry.path, refusal);
+    this.record(entry, checked.parts);
+    return true;
+  }
+
+  /** node-tar drops entries of types it does not know before the filter sees them: list those too. */
+  ignored(entry: ReadEntry): void {
+    if (this.seen.has(entry) || this.failed) return;
+    if (entry.meta) {
+      this.fail(`the archive is corrupt: an extended header of ${entry.size} bytes is larger than allowed`);
+      return;
+    }
+    this.skip(entry.path, `entries of type ${entry.type} are not restored`);
+  }
+
+  skippedList(): string[] {
+    return this.unlistedSkips > 0 ? [...this.skipped, `… and ${this.unlistedSkips} more entries not restored`] : [...this.skipped];
+  }
+
+  private countAgainstLimits(entry: ReadEntry): string | null {
+    this.entries++;
+    this.declaredBytes += entry.size;
+    if (this.entries > this.limits.maxEntries) return `the archive has more than ${this.limits.maxEntries} entries, the restore limit`;
+    if (this.declaredBytes > this.limits.maxBytes) return `the archive holds more than ${formatBytes(this.limits.maxBytes)}, the restore limit`;
+    return null;
+  }
+
+  private refusal(entry: ReadEntry, parts: string[]): string | null {
+    const isDirectory = entry.type === 'Directory' || entry.type === 'GNUDumpDir';
+    if (parts.length === 0 && !isDirectory) return 'an entry that would replace the restore target itself';
+    switch (entry.type) {
+      case 'File':
+      case 'OldFile':
+      case 'ContiguousFile':
+      case 'Directory':
+      case 'GNUDumpDir':
+        return null;
+      case 'SymbolicLink':
+        return this.symlinkRefusal(entry, parts);
+      case 'Link':
+        return hardlinkRefusal(entry.linkpath);
+      case 'CharacterDevice':
+      case 'BlockDevice':
+        return 'device files are not restored';
+      case 'FIFO':
+        return 'FIFOs are not restored';
+      default:
+        return `entries of type ${entry.type} are not restored`;
+    }
+  }
+
+  private symlinkRefusal(entry: ReadEntry, parts: string[]): string | null {
+    const linkpath = entry.linkpath;
+    if (!linkpath) return 'a symbolic link without a target';
+    if (hasForeignRoot(linkpath)) return `symbolic link to ${shown(linkpath)} looks like a Windows path`;
+    const linkDir = parts.slice(0, -1);
+    if (resolveLink(linkDir, linkpath, this.roots, this.symlinks) === null) {
+      return `symbolic link to ${shown(linkpath)} points outside the restore target`;
+    }
+    // node-tar strips the "/" of an absolute link target (and, strict, fails on it): keep the link's meaning relative.
+    const inside = linkpath.startsWith('/') ? partsUnderRoot(linkpath, this.roots) : null;
+    if (inside) entry.linkpath = path.posix.relative('/' + linkDir.join('/'), '/' + inside.join('/')) || '.';
+    return null;
+  }
+
+  private record(entry: ReadEntry, parts: string[]): void {
+    const key = parts.join('/');
+    this.forgetReplacedSymlinks(parts);
+    this.restored++;
+    const fixup = { mode: entry.mode ?? 0, mtime: entry.mtime, uid: entry.uid, gid: entry.gid };
+    switch (entry.type) {
+      case 'Directory':
+      case 'GNUDumpDir':
+        this.fixups.set(key, { kind: 'directory', ...fixup, mode: entry.mode ?? 0o755 });
+        break;
+      case 'SymbolicLink':
+        this.symlinks.set(key, entry.linkpath!);
+        this.fixups.set(key, { kind: 'symlink', ...fixup });
+        break;
+      case 'Link':
+        // Its mode and times are its inode's, set through the first name.
+        this.fixups.delete(key);
+        break;
+      default:
+        this.restoredBytes += entry.size;
+        if (this.fileNeedsFixup(fixup.mode)) this.fixups.set(key, { kind: 'file', ...fixup });
+        else this.fixups.delete(key);
+    }
+  }
+
+  /** An entry replaces whatever was at its path, and (node-tar's unlink mode) any symlink among its parents. */
+  private forgetReplacedSymlinks(parts: string[]): void {
+    if (this.symlinks.size === 0) return;
+    for (let i = 1; i <= parts.length; i++) this.symlinks.delete(parts.slice(0, i).join('/'));
+  }
+
+  private skip(entryPath: string, reason: string): false {
+    if (this.skipped.length < MAX_LISTED_SKIPS) {
+      const line = `${shown(entryPath)}: ${reason}`;
+      this.skipped.push(line);
+      this.ctx.warn(`not restored: ${line}`);
+    } else {
+      this.unlistedSkips++;
+    }
+    return false;
+  }
+
+  private fail(message: string): false {
+    this.failed = true;
+    this.onFatal(new LifeboatError('restore_failed', message));
+    return false;
+  }
+}
+
+type CheckedPath = { ok: true; parts: string[] } | { ok: false; reason: string };
+
+/** An entry's path as components under the target; absolute paths and ".." are refused, not rewritten. */
+function splitEntryPath(entryPath: string): CheckedPath {
+  if (entryPath.startsWith('/')) return { ok: false, reason: 'an absolute path' };
+  if (hasForeignRoot(entryPath)) return { ok: false, reason: 'a path that looks like a Windows drive or share' };
+  const parts = entryPath.split('/').filter((part) => part !== '' && part !== '.');
+  if (parts.includes('..')) return { ok: false, reason: "a path containing '..'" };
+  return { ok: true, parts };
+}
+
+/** node-tar strips Windows roots ("c:", "\\") from paths even on Linux, and in strict mode fails on it. */
+function hasForeignRoot(p: string): boolean {
+  return !p.startsWith('/') && path.win32.parse(p).root !== '';
+}
+
+function hardlinkRefusal(linkpath: string | undefined): string | null {
+  if (!linkpath) return 'a hard link without a target';
+  // A hard link names an entry of the archive: never absolute, never "..", as node-tar itself requires.
+  const escapes = linkpath.startsWith('/') || hasForeignRoot(linkpath) || linkpath.split('/').includes('..');
+  return escapes ? `hard link to ${shown(linkpath)} points outside the restore target` : null;
+}
+
+const MAX_SYMLINK_HOPS = 40;
+
+/**
+ * Where a symbolic link leads, as components under the restore target, or null when it leaves it.
+ * Relative targets start from the link's own directory; links extracted earlier are followed, so a chain
+ * (a -> ., b -> a/..) cannot hide an escape that each link alone does not show.
+ */
+function resolveLink(linkDir: readonly string[], linkpath: string, roots: readonly string[], symlinks: ReadonlyMap<string, string>): string[] | null {
+  const resolved: string[] = [];
+  let pending: string[] = [];
+  const follow = (target: string): boolean => {
+    if (target.startsWith('/')) {
+      const inside = partsUnderRoot(target, roots);
+      if (!inside) return false;
+      resolved.length = 0;
+      pending = [...inside, ...pending];
+    } else {
+      pending = [...target.split('/'), ...pending];
+    }
+    return true;
+  };
+  resolved.push(...linkDir);
+  if (!follow(linkpath)) return null;
+  let hops = 0;
+  while (pending.length > 0) {
+    const part = pending.shift()!;
+    if (part === '' || part === '.') continue;
+    if (part === '..') {
+      if (resolved.length === 0) return null;
+      resolved.pop();
+      continue;
+    }
+    resolved.push(part);
+    const next = symlinks.get(resolved.join('/'));
+    if (next === undefined) continue;
+    if (++hops > MAX_SYMLINK_HOPS) return null;
+    resolved.pop();
+    if (!follow(next)) return null;
+  }
+  return resolved;
+}
+
+function partsUnderRoot(absolutePath: string, roots: readonly string[]): string[] | null {
+  for (const root of roots) {
+    if (absolutePath === root) return [];
+    const prefix = root.endsWith('/') ? root : root + '/';
+    if (absolutePath.startsWith(prefix)) return absolutePath.slice(prefix.length).split('/');
+  }
+  return null;
+}
+
+async function extract(input: Readable, root: string, guard: ExtractionGuard, options: RestoreOptions, ctx: JobContext): Promise<void> {
+  const unfinished = new UnfinishedEntries();
+  const unpack = new Unpack({
+    cwd: root,
+    strict: true,
+    preservePaths: false,
+    // Explicit both ways: node-tar's default is "preserve when root".
+    preserveOwner: options.preserveOwner,
+    noMtime: false,
+    // Replace what is in the way (files, symlinks, even a symlink among an entry's parents) instead of
+    // writing through it; in a fresh target there is nothing in the way.
+    unlink: true,
+    chmod: true,
+    // Given, so node-tar never calls the deprecated process.umask(); exact modes are set by applyFixups.
+    processUmask: 0,
+    dmode: 0o755,
+    fmode: 0o644,
+    // Our own depth limit fires first; node-tar's counts differently ("a/b/" is 3), so leave it room.
+    maxDepth: guard.limits.maxDepth + 2,
+    brotli: false,
+    zstd: false,
+    filter: (_path, entry) => entry instanceof ReadEntry && guard.accept(entry) && unfinished.track(entry),
+  });
+  let failure: unknown = null;
+  let rejectFailed: (err: unknown) => void = () => {};
+  const failed = new Promise<never>((_, reject) => (rejectFailed = reject));
+  failed.catch(() => {});
+  const fail = (err: unknown) => {
+    if (failure !== null) return;
+    failure = err;
+    rejectFailed(err);
+    input.destroy();
+    // A fresh error: node-tar writes its own fields (tarCode, code) onto the one it is given.
+    unpack.abort(new Error('restore stopped'));
+    unfinished.endAll();
+  };
+  guard.onFatal = fail;
+  let sawEndOfArchive = false;
+  unpack.on('eof', () => (sawEndOfArchive = true));
+  unpack.on('ignoredEntry', (entry: ReadEntry) => guard.ignored(entry));
+  unpack.on('error', fail);
+  const closed = new Promise<void>((resolve) => unpack.on('close', resolve));
+  const onAbort = () => fail(abortReason(ctx.signal));
+  ctx.signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    await feed(input, unpack, failed, ctx);
+    await Promise.race([closed, failed]);
+  } catch (err) {
+    fail(err);
+    throw failure;
+  } finally {
+    ctx.signal.removeEventListener('abort', onAbort);
+  }
+  // node-tar accepts an archive cut at an entry boundary as complete: the end-of-archive blocks prove it is not.
+  if (!sawEndOfArchive) throw new LifeboatError('restore_failed', 'the archive is truncated: it ends without the end-of-archive marker');
+}
+
+/**
+ * Entries accepted and not yet written out. After an abort node-tar sends them no more data, and their
+ * open files would stay open for good; ending them lets node-tar close each (a partial file is left).
+ */
+class UnfinishedEntries {
+  private readonly entries = new Set<ReadEntry>();
+
+  track(entry: ReadEntry): true {
+    this.entries.add(entry);
+    entry.once('end', () => this.entries.delete(entry));
+    return true;
+  }
+
+  endAll(): void {
+    // Not from inside node-tar's parse (fail() may run in the filter): ending an entry moves its queue on.
+    setImmediate(() => {
+      for (const entry of this.entries) entry.end();
+    });
+  }
+}
+
+/** Input → node-tar at node-tar's pace; stops at the first failure. */
+async function feed(input: Readable, unpack: Unpack, failed: Promise<never>, ctx: JobContext): Promise<void> {
+  const report = throttled((bytes) => ctx.progress('extracting', bytes));
+  let bytes = 0;
+  for await (const chunk of input as AsyncIterable<Buffer>) {
+    bytes += chunk.length;
+    report(bytes);
+    if (!unpack.write(chunk)) await Promise.race([new Promise((resolve) => unpack.once('drain', resolve)), failed]);
+  }
+  ctx.progress('extracting', bytes);
+  unpack.end();
+}
+
+/**
+ * Sets what node-tar leaves wrong, once nothing more is written: exact modes (node-tar creates through the
+ * umask, forces 0700 onto directories, and a chown clears setuid/setgid), directory mtimes (each child
+ * written changed them), and symlinks' mtimes and owners (node-tar sets neither). Directories go last,
+ * deepest first, so a read-only directory is not closed before its contents are done.
+ */
+async function applyFixups(fixups: ReadonlyMap<string, Fixup>, root: string, preserveOwner: boolean, ctx: JobContext): Promise<void> {
+  const ordered = [...fixups].sort(([keyA, a], [keyB, b]) => fixupOrder(keyB, b) - fixupOrder(keyA, a));
+  const insideRoot = containmentCheck(root);
+  for (const [key, fixup] of ordered) {
+    const target = key === '' ? root : path.posix.join(root, key);
+    try {
+      if (await insideRoot(target)) await applyFixup(target, fixup, preserveOwner);
+    } catch (err) {
+      if (!isFsError(err)) throw err;
+      ctx.warn(`could not set the mode or times of ${shown(target)}: ${fsReason(err)}`);
+    }
+  }
+}
+
+/** Larger first: files and symlinks, then directories from the deepest. */
+function fixupOrder(key: string, fixup: Fixup): number {
+  return fixup.kind === 'directory' ? key.split('/').length - (key === '' ? 1 : 0) : Number.MAX_SAFE_INTEGER;
+}
+
+async function applyFixup(target: string, fixup: Fixup, preserveOwner: boolean): Promise<void> {
+  const info = await lstat(target).catch(() => null);
+  // Something else took the path later in the archive: nothing of this entry's is left to fix.
+  if (!info) return;
+  if (fixup.kind === 'symlink') {
+    if (!info.isSymbolicLink()) return;
+    if (preserveOwner && fixup.uid !== undefined && fixup.gid !== undefined) await lchown(target, fixup.uid, fixup.gid);
+    if (fixup.mtime) await lutimes(target, new Date(), exactSeconds(fixup.mtime));
+    return;
+  }
+  if (fixup.kind === 'directory' ? !info.isDirectory() : !info.isFile()) return;
+  await chmod(target, fixup.mode);
+  if (fixup.kind === 'directory' && fixup.mtime) await utimes(target, new Date(), exactSeconds(fixup.mtime));
+}
+
+/**
+ * A time for utimes that lands on its exact millisecond: libuv turns seconds (a double) into whole
+ * microseconds by truncation, so 1600000000.123 would become .122999; half a microsecond more cannot.
+ */
+function exactSeconds(time: Date): number {
+  return time.getTime() / 1000 + 5e-7;
+}
+
+/** True when a path's parent really is inside root: a fixup never reaches through a symlink. */
+function containmentCheck(root: string): (p: string) => Promise<boolean> {
+  const parents = new Map<string, boolean>();
+  return async (p) => {
+    if (p === root) return true;
+    const parent = path.posix.dirname(p);
+    let inside = parents.get(parent);
+    if (inside === undefined) {
+      const real = await realpath(parent).catch(() => null);
+      inside = real !== null && (real === root || real.startsWith(root + '/'));
+      parents.set(parent, inside);
+    }
+    return inside;
+  };
+}
+
+/** Whether a file's mode survives creation through the umask and a chown unchanged; if not, it is fixed later. */
+function fileModeCheck(umask: number): (mode: number) => boolean {
+  return (mode) => (mode & 0o7000) !== 0 || (mode & umask) !== 0;
+}
+
+/** The process umask from /proc (process.umask() without an argument is deprecated); unknown → fix every file. */
+async function processUmask(): Promise<number> {
+  const status = await readFile('/proc/self/status', 'utf8').catch(() => '');
+  const match = /^Umask:\s+([0-7]+)$/m.exec(status);
+  return match ? parseInt(match[1]!, 8) : 0o777;
+}
+
+/** Any failure of a restore as a LifeboatError: node-tar's errors said as people read them, with the entry at fault. */
+export function restoreError(err: unknown): LifeboatError {
+  if (err instanceof LifeboatError) return err;
+  const where = tarEntryPath(err);
+  const message = err instanceof Error ? err.message : String(err);
+  const tarCode = (err as { tarCode?: unknown } | null)?.tarCode;
+  if (tarCode === 'TAR_BAD_ARCHIVE' || tarCode === 'TAR_ENTRY_INVALID') {
+    return new LifeboatError('restore_failed', `the archive is truncated or corrupt: ${message.replace(/^TAR_\w+: /, '')}`);
+  }
+  if (isCode(err, 'ERR_STREAM_PREMATURE_CLOSE')) return new LifeboatError('restore_failed', 'the archive stream ended before it was complete');
+  return new LifeboatError('restore_failed', `restore failed${where ? ` at ${shown(where)}` : ''}: ${message}`);
+}
+
+/** The entry node-tar was working on when it failed, if it says. */
+function tarEntryPath(err: unknown): string | null {
+  const entry = (err as { entry?: unknown } | null)?.entry;
+  return entry instanceof ReadEntry ? entry.path : null;
+}
