@@ -477,7 +477,7 @@ describe('lifeboat (admin CLI)', () => {
       });
       const result = await run(['restore', 'snap_1', '--agent', 'web-1', '--to', '/srv/restore', '--force'], { fetch: server.fetch });
       expect(result.code).toBe(0);
-      expect(server.requests[0]?.body).toEqual({ snapshotId: 'snap_1', agent: 'web-1', to: '/srv/restore', force: true });
+      expect(server.requests[0]?.body).toEqual({ snapshotId: 'snap_1', agent: 'web-1', to: '/srv/restore', force: true, rewriteHosts: [] });
       expect(result.stdout).toContain('restore job_r succeeded');
       expect(result.stdout).toContain('restored 10 files (2.9 MiB) into /srv/restore');
     });
