@@ -1,14 +1,24 @@
 import { LifeboatError, stepKind, type ArtifactKind, type RestoreTarget, type Step } from '@lifeboat/shared';
+import { commandSource } from './command.js';
 import { filesSource } from './files.js';
+import { mysqlSource } from './mysql.js';
+import { postgresGlobalsSource } from './postgres-globals.js';
+import { postgresSource } from './postgres.js';
+import { sqliteSource } from './sqlite.js';
 import type { Source } from './source.js';
 
 /** One line per source: a new database type is one new file and one line here. */
-const sources: Partial<Record<ArtifactKind, Source<never>>> = {
+const sources: Record<ArtifactKind, Source<never>> = {
+  postgres: postgresSource as Source<never>,
+  'postgres-globals': postgresGlobalsSource as Source<never>,
+  mysql: mysqlSource as Source<never>,
+  sqlite: sqliteSource as Source<never>,
+  command: commandSource as Source<never>,
   files: filesSource as Source<never>,
 };
 
 export function sourceFor(kind: ArtifactKind): Source<never> {
-  const source = sources[kind];
+  const source = sources[kind] as Source<never> | undefined;
   if (!source) throw new LifeboatError('bad_request', `this agent cannot handle "${kind}" artifacts; upgrade it`);
   return source;
 }
