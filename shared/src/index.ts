@@ -1,4 +1,6 @@
 export * from './api.js';
+export * from './chunker.js';
+export * from './chunk-codec.js';
 export * from './config.js';
 export * from './duration.js';
 export * from './errors.js';

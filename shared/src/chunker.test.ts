@@ -1,0 +1,45 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { CHUNK_MAX, CHUNK_MIN, ContentDefinedChunker } from './chunker.js';
+
+function chunkAll(data: Buffer, pieceSize: number): Buffer[] {
+  const chunker = new ContentDefinedChunker();
+  const out: Buffer[] = [];
+  for (let i = 0; i < data.length; i += pieceSize) out.push(...chunker.push(data.subarray(i, i + pieceSize)));
+  out.push(...chunker.finish());
+  return out;
+}
+
+const ids = (chunks: Buffer[]) => chunks.map((c) => createHash('sha256').update(c).digest('hex'));
+
+describe('content-defined chunking', () => {
+  const data = randomBytes(24 * 1024 * 1024);
+
+  it('cuts the same way whatever the piece sizes, within min and max, losing nothing', () => {
+    const a = chunkAll(data, 64 * 1024);
+    const b = chunkAll(data, 3 * 1024 * 1024 + 17);
+    expect(ids(a)).toEqual(ids(b));
+    expect(Buffer.concat(a).equals(data)).toBe(true);
+    for (const c of a.slice(0, -1)) {
+      expect(c.length).toBeGreaterThanOrEqual(CHUNK_MIN);
+      expect(c.length).toBeLessThanOrEqual(CHUNK_MAX);
+    }
+    // About 1 MiB on average for random data.
+    const mean = data.length / a.length;
+    expect(mean).toBeGreaterThan(700 * 1024);
+    expect(mean).toBeLessThan(1600 * 1024);
+  });
+
+  it('re-synchronises after an insertion: most chunks are shared', () => {
+    const edited = Buffer.concat([data.subarray(0, 5_000_000), Buffer.from('inserted bytes'), data.subarray(5_000_000)]);
+    const before = new Set(ids(chunkAll(data, 1 << 20)));
+    const after = ids(chunkAll(edited, 1 << 20));
+    const shared = after.filter((id) => before.has(id)).length;
+    expect(shared).toBeGreaterThanOrEqual(after.length - 3);
+  });
+
+  it('cuts a long run of zeros at the maximum size', () => {
+    const zeros = chunkAll(Buffer.alloc(20 * 1024 * 1024), 1 << 20);
+    expect(zeros[0]!.length).toBe(CHUNK_MAX);
+  });
+});
