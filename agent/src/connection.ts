@@ -185,6 +185,8 @@ export class Connection implements ServerLink {
         return this.handlers.onJob(msg);
       case 'job.cancel':
         return this.handlers.onCancel(msg.payload.jobId, msg.payload.reason);
+      case 'chunk.have':
+      case 'chunk.want':
       case 'chunk.ack':
       case 'artifact.stored':
       case 'upload.failed':

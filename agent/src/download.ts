@@ -1,17 +1,18 @@
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { DOWNLOAD_WINDOW, LifeboatError, newTransferId, type ArtifactForRestore } from '@lifeboat/shared';
+import { decodeChunk, DOWNLOAD_WINDOW, LifeboatError, newTransferId, type ArtifactForRestore, type ChunkKeys } from '@lifeboat/shared';
 import type { ServerLink, TransferMessage } from './link.js';
 import type { JobContext } from './sources/source.js';
 
 /**
- * An artifact's bytes fetched chunk by chunk: at most DOWNLOAD_WINDOW chunks requested ahead, each checked
- * against its id on arrival, emitted in order, and the whole stream checked against the recorded SHA-256 before
+ * An artifact's bytes fetched chunk by chunk: at most DOWNLOAD_WINDOW chunks requested ahead, each decoded and
+ * checked on arrival (authentication tag, length, id), emitted in order, and the whole stream checked against the recorded SHA-256 before
  * it ends. The consumer's pace (backpressure) decides how fast chunks are requested.
  */
-export function downloadArtifact(link: ServerLink, artifact: ArtifactForRestore, ctx: JobContext): Readable {
+export function downloadArtifact(link: ServerLink, artifact: ArtifactForRestore, ctx: JobContext, keys: ChunkKeys | null = null): Readable {
   const transferId = newTransferId();
   const chunks = artifact.chunks;
+  const sizes = new Map(chunks.map((c) => [c.id, c.size]));
   const whole = createHash('sha256');
   /** Arrived chunks not yet emitted; a count because an artifact may hold the same chunk more than once. */
   const arrived = new Map<string, { data: Buffer; count: number }>();
@@ -67,9 +68,15 @@ export function downloadArtifact(link: ServerLink, artifact: ArtifactForRestore,
   };
 
   const unsubscribe = link.subscribe(transferId, {
-    onFrame(chunkId, data) {
-      if (createHash('sha256').update(data).digest('hex') !== chunkId) {
-        return fail(new LifeboatError('integrity', `chunk ${chunkId} of artifact ${artifact.name} arrived damaged (its content does not match its id)`));
+    onFrame(chunkId, stored) {
+      const size = sizes.get(chunkId);
+      if (size === undefined) return fail(new LifeboatError('protocol', `the server sent chunk ${chunkId}, which artifact ${artifact.name} does not hold`));
+      let data: Buffer;
+      try {
+        data = decodeChunk(stored, chunkId, size, keys);
+      } catch (err) {
+        const reason = err instanceof LifeboatError ? err.message : String(err);
+        return fail(new LifeboatError('integrity', `artifact ${artifact.name} (${artifact.kind}, step ${artifact.step}): ${reason}`));
       }
       const entry = arrived.get(chunkId);
       if (entry) entry.count++;

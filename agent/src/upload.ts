@@ -1,43 +1,109 @@
 import { createHash } from 'node:crypto';
-import { encodeFrameHeader, FrameKind, LifeboatError, newTransferId, UPLOAD_WINDOW, type ArtifactMetadata } from '@lifeboat/shared';
+import {
+  ContentDefinedChunker,
+  encodeChunk,
+  encodeFrameHeader,
+  FrameKind,
+  LifeboatError,
+  newTransferId,
+  UPLOAD_WINDOW,
+  type ArtifactMetadata,
+  type ChunkKeys,
+  type EncodedChunk,
+} from '@lifeboat/shared';
 import type { ServerLink, TransferMessage } from './link.js';
 import type { BackupStream, JobContext } from './sources/source.js';
 
-/** Fixed-size chunks for now; content-defined chunking replaces this cutter without changing the protocol. */
-export const CHUNK_BYTES = 1024 * 1024;
+export interface UploadOptions {
+  /** zstd level for chunks (0: store uncompressed). */
+  compressionLevel: number;
+  /** With encryption on: the repository keys (chunk ids become HMACs, payloads AES-256-GCM). */
+  keys: ChunkKeys | null;
+}
+
+export const DEFAULT_UPLOAD_OPTIONS: UploadOptions = { compressionLevel: 3, keys: null };
 
 export interface UploadResult {
   artifactId: string;
   size: number;
+  /** Bytes that actually travelled (stored form of the chunks the store lacked). */
+  sentBytes: number;
+  sentChunks: number;
+  chunks: number;
   sha256: string;
   metadata: ArtifactMetadata;
 }
 
 /**
- * Streams one artifact to the server: cuts it into chunks, sends each with its SHA-256 id, and never has more
- * than UPLOAD_WINDOW chunks unacknowledged — the server acknowledges a chunk only once it is durable, so a slow
- * store slows the source down instead of filling the agent's memory.
+ * Streams one artifact to the server: cuts it into content-defined chunks, offers each by id, and sends only
+ * the ones the store lacks. At most UPLOAD_WINDOW offers are unsettled at any time — the server settles an
+ * offer by answering "have" or by acknowledging the uploaded chunk once it is durable — so a slow store slows
+ * the source down instead of filling the agent's memory, and a retry after a cut connection sends only what
+ * never became durable.
  */
-export async function uploadArtifact(link: ServerLink, step: number, artifact: BackupStream, ctx: JobContext): Promise<UploadResult> {
+export async function uploadArtifact(
+  link: ServerLink,
+  step: number,
+  artifact: BackupStream,
+  ctx: JobContext,
+  options: UploadOptions = DEFAULT_UPLOAD_OPTIONS,
+): Promise<UploadResult> {
   const uploadId = newTransferId();
   const whole = createHash('sha256');
+  const chunker = new ContentDefinedChunker();
   let size = 0;
   let chunks = 0;
-  let unacked = 0;
+  let sentBytes = 0;
+  let sentChunks = 0;
+  let unsettled = 0;
+  /** Offered chunks the server may still ask for, by id (a chunk can repeat within the window). */
+  const offered = new Map<string, { chunk: EncodedChunk; count: number }>();
   let failure: LifeboatError | null = null;
-  let wake: (() => void) | null = null;
   let artifactId: string | null = null;
+  let wake: (() => void) | null = null;
   const notify = () => {
     const w = wake;
     wake = null;
     w?.();
   };
+  const release = (id: string) => {
+    const entry = offered.get(id);
+    if (entry && --entry.count === 0) offered.delete(id);
+    unsettled--;
+  };
 
   const unsubscribe = link.subscribe(uploadId, {
     onMessage(msg: TransferMessage) {
-      if (msg.type === 'chunk.ack') unacked--;
-      else if (msg.type === 'upload.failed') failure = new LifeboatError(msg.payload.error.code, msg.payload.error.message);
-      else if (msg.type === 'artifact.stored') artifactId = msg.payload.artifactId;
+      switch (msg.type) {
+        case 'chunk.have':
+          release(msg.payload.chunkId);
+          break;
+        case 'chunk.want': {
+          const entry = offered.get(msg.payload.chunkId);
+          if (!entry) {
+            failure = new LifeboatError('protocol', `the server asked for chunk ${msg.payload.chunkId}, which was not offered`);
+            break;
+          }
+          sentBytes += entry.chunk.stored.length;
+          sentChunks++;
+          link.sendBinary(encodeFrameHeader(FrameKind.Upload, uploadId, entry.chunk.id), entry.chunk.stored).catch((err: Error) => {
+            failure = new LifeboatError('upload_failed', `sending a chunk failed: ${err.message}`);
+            notify();
+          });
+          break;
+        }
+        case 'chunk.ack':
+          release(msg.payload.chunkId);
+          break;
+        case 'upload.failed':
+          failure = new LifeboatError(msg.payload.error.code, msg.payload.error.message);
+          break;
+        case 'artifact.stored':
+          artifactId = msg.payload.artifactId;
+          break;
+        default:
+          break;
+      }
       notify();
     },
   });
@@ -55,41 +121,34 @@ export async function uploadArtifact(link: ServerLink, step: number, artifact: B
     check();
   };
 
-  const sendChunk = async (data: Buffer) => {
-    await waitUntil(() => unacked < UPLOAD_WINDOW);
-    const id = createHash('sha256').update(data).digest('hex');
-    whole.update(data);
-    size += data.length;
+  const offer = async (plain: Buffer) => {
+    await waitUntil(() => unsettled < UPLOAD_WINDOW);
+    whole.update(plain);
+    const chunk = encodeChunk(plain, { level: options.compressionLevel, keys: options.keys });
+    size += plain.length;
     chunks++;
-    unacked++;
-    await link.sendBinary(encodeFrameHeader(FrameKind.Upload, uploadId, id), data);
+    unsettled++;
+    const entry = offered.get(chunk.id);
+    if (entry) entry.count++;
+    else offered.set(chunk.id, { chunk, count: 1 });
+    link.send('chunk.offer', { uploadId, chunkId: chunk.id, size: chunk.size });
     ctx.progress('uploading', size);
   };
 
   link.send('artifact.begin', { jobId: ctx.jobId, uploadId, step, kind: artifact.kind, name: artifact.name });
   try {
-    const pending: Buffer[] = [];
-    let pendingBytes = 0;
     for await (const piece of artifact.stream as AsyncIterable<Buffer>) {
       check();
-      pending.push(piece);
-      pendingBytes += piece.length;
-      while (pendingBytes >= CHUNK_BYTES) {
-        const joined = pending.length === 1 ? pending[0]! : Buffer.concat(pending);
-        pending.length = 0;
-        await sendChunk(joined.subarray(0, CHUNK_BYTES));
-        const rest = joined.subarray(CHUNK_BYTES);
-        pendingBytes = rest.length;
-        if (rest.length) pending.push(rest);
-      }
+      for (const plain of chunker.push(piece)) await offer(plain);
     }
-    if (pendingBytes > 0) await sendChunk(pending.length === 1 ? pending[0]! : Buffer.concat(pending));
+    for (const plain of chunker.finish()) await offer(plain);
     // The source's own verdict (exit code, signal, truncation) decides, not the stream having ended.
     const metadata = await artifact.metadata;
+    await waitUntil(() => unsettled === 0);
     const sha256 = whole.digest('hex');
     link.send('artifact.end', { jobId: ctx.jobId, uploadId, size, sha256, chunks, metadata });
     await waitUntil(() => artifactId !== null);
-    return { artifactId: artifactId!, size, sha256, metadata };
+    return { artifactId: artifactId!, size, sentBytes, sentChunks, chunks, sha256, metadata };
   } catch (err) {
     artifact.stream.destroy();
     const reason = failure ?? (await sourceVerdict(artifact.metadata, err));

@@ -1,4 +1,3 @@
-import { createHash, type Hash } from 'node:crypto';
 import {
   ArtifactKind,
   ArtifactMetadata,
@@ -39,11 +38,14 @@ interface Upload {
   step: number;
   kind: NewArtifact['kind'];
   name: string;
-  hash: Hash;
   size: number;
+  /** The artifact's chunks in order, as offered (an offered chunk the store lacks is in `wanted` until it arrives). */
   chunks: ChunkRef[];
-  /** Chunks are verified and written strictly in arrival order, one at a time. */
+  /** Chunks asked for and not yet received: how many times each is still expected, and its plaintext size. */
+  wanted: Map<string, { count: number; size: number }>;
+  /** Offers and frames are handled strictly in arrival order, one at a time. */
   chain: Promise<void>;
+  /** Offers not yet settled (answered "have", or uploaded and acknowledged). */
   pending: number;
   error: WireError | null;
 }
@@ -57,8 +59,8 @@ interface LiveJob {
   plan: Plan | null;
   uploads: Map<string, Upload>;
   stored: Map<number, NewArtifact>;
-  /** For restores: the only chunks this job may fetch (DESIGN §11: every job message is bound to its job). */
-  allowedChunks: Set<string> | null;
+  /** For restores: the only chunks this job may fetch, with their sizes (DESIGN §11: every job message is bound to its job). */
+  allowedChunks: Map<string, number> | null;
   startedAt: number | null;
   warnings: string[];
   progressWrittenAt: number;
@@ -181,10 +183,10 @@ export class JobService {
     const snapshot = this.catalog.snapshot(params.snapshotId);
     const rows = this.catalog.artifactsOf(params.snapshotId).filter((a) => !params.artifacts || params.artifacts.includes(a.step));
     if (!snapshot || rows.length === 0) throw new LifeboatError('not_found', `snapshot ${params.snapshotId} no longer exists`);
-    const allowed = new Set<string>();
+    const allowed = new Map<string, number>();
     const artifacts = rows.map((a) => {
       const chunks = this.catalog.chunksOf(a.id);
-      for (const c of chunks) allowed.add(c.id);
+      for (const c of chunks) allowed.set(c.id, c.size);
       return { artifactId: a.id, step: a.step, kind: ArtifactKind.parse(a.kind), name: a.name, size: a.size, sha256: a.sha256, metadata: ArtifactMetadata.parse(a.metadata), chunks };
     });
     const recipe = this.catalog.plan(snapshot.planId)?.plan.recipe?.name ?? null;
@@ -201,7 +203,7 @@ export class JobService {
     });
   }
 
-  private newLive(job: JobRow, plan: Plan | null, allowedChunks: Set<string> | null): LiveJob {
+  private newLive(job: JobRow, plan: Plan | null, allowedChunks: Map<string, number> | null): LiveJob {
     return { id: job.id, kind: job.kind, agentId: job.agentId, planId: job.planId, plan, uploads: new Map(), stored: new Map(), allowedChunks, startedAt: null, warnings: [], progressWrittenAt: 0 };
   }
 
@@ -256,39 +258,70 @@ export class JobService {
     if (p.step >= MAX_ARTIFACTS) throw new LifeboatError('protocol', `a backup has at most ${MAX_ARTIFACTS} artifacts`);
     if (live.stored.has(p.step)) throw new LifeboatError('protocol', `artifact ${p.step} of job ${p.jobId} was already stored`);
     if (this.uploads.has(p.uploadId)) throw new LifeboatError('protocol', `upload ${p.uploadId} already exists`);
-    const upload: Upload = { uploadId: p.uploadId, step: p.step, kind: p.kind, name: p.name, hash: createHash('sha256'), size: 0, chunks: [], chain: Promise.resolve(), pending: 0, error: null };
+    const upload: Upload = { uploadId: p.uploadId, step: p.step, kind: p.kind, name: p.name, size: 0, chunks: [], wanted: new Map(), chain: Promise.resolve(), pending: 0, error: null };
     live.uploads.set(p.uploadId, upload);
     this.uploads.set(p.uploadId, live);
   }
 
-  /** A binary frame: a chunk of an upload (agent → server). */
+  private uploadOf(agentId: string, uploadId: string): { live: LiveJob; upload: Upload } {
+    const live = this.uploads.get(uploadId);
+    const upload = live?.uploads.get(uploadId);
+    if (!live || !upload || live.agentId !== agentId) throw new LifeboatError('protocol', `no upload ${uploadId} in progress on this agent`);
+    return { live, upload };
+  }
+
+  /** The next chunk of an artifact: part of it from now on; the agent sends it only if the store lacks it. */
+  onChunkOffer(agentId: string, p: PayloadOf<typeof AgentMessages, 'chunk.offer'>): void {
+    const { live, upload } = this.uploadOf(agentId, p.uploadId);
+    // The agent keeps at most UPLOAD_WINDOW offers unsettled; more means it ignores flow control.
+    if (++upload.pending > UPLOAD_WINDOW) throw new LifeboatError('protocol', `upload ${p.uploadId} exceeded the flow-control window`);
+    upload.chunks.push({ id: p.chunkId, size: p.size });
+    upload.size += p.size;
+    upload.chain = upload.chain.then(async () => {
+      if (upload.error) return;
+      try {
+        if (!upload.wanted.has(p.chunkId) && (await this.chunks.has(p.chunkId))) {
+          upload.pending--;
+          this.link?.send(agentId, 'chunk.have', { uploadId: p.uploadId, chunkId: p.chunkId });
+          return;
+        }
+        const wanted = upload.wanted.get(p.chunkId);
+        if (wanted) wanted.count++;
+        else upload.wanted.set(p.chunkId, { count: 1, size: p.size });
+        this.link?.send(agentId, 'chunk.want', { uploadId: p.uploadId, chunkId: p.chunkId });
+      } catch (err) {
+        this.failUpload(live, upload, err);
+      }
+    });
+  }
+
+  /** A binary frame: a chunk the server asked for (agent → server). */
   onFrame(agentId: string, buf: Buffer): void {
     const decoded = decodeFrame(buf);
     if (!decoded.ok) throw new LifeboatError('protocol', decoded.error);
     const { frame } = decoded;
     if (frame.kind !== FrameKind.Upload) throw new LifeboatError('protocol', 'agents send only upload frames');
-    const live = this.uploads.get(frame.transferId);
-    const upload = live?.uploads.get(frame.transferId);
-    if (!live || !upload || live.agentId !== agentId) throw new LifeboatError('protocol', `no upload ${frame.transferId} in progress on this agent`);
-    // The agent keeps at most UPLOAD_WINDOW chunks unacknowledged; more means it ignores flow control.
-    if (++upload.pending > UPLOAD_WINDOW) throw new LifeboatError('protocol', `upload ${frame.transferId} exceeded the flow-control window`);
-    upload.chain = upload.chain.then(() => this.storeChunk(live, upload, frame.chunkId, frame.data));
+    const { live, upload } = this.uploadOf(agentId, frame.transferId);
+    const wanted = upload.wanted.get(frame.chunkId);
+    if (!wanted) throw new LifeboatError('protocol', `chunk ${frame.chunkId} was not asked for in upload ${frame.transferId}`);
+    if (--wanted.count === 0) upload.wanted.delete(frame.chunkId);
+    const size = wanted.size;
+    upload.chain = upload.chain.then(async () => {
+      if (upload.error) return;
+      try {
+        await this.chunks.put(frame.chunkId, frame.data, size);
+        upload.pending--;
+        this.link?.send(agentId, 'chunk.ack', { uploadId: upload.uploadId, chunkId: frame.chunkId });
+      } catch (err) {
+        this.failUpload(live, upload, err);
+      }
+    });
   }
 
-  private async storeChunk(live: LiveJob, upload: Upload, chunkId: string, data: Buffer): Promise<void> {
-    if (upload.error) return;
-    try {
-      await this.chunks.put(chunkId, data);
-      upload.hash.update(data);
-      upload.size += data.length;
-      upload.chunks.push({ id: chunkId, size: data.length });
-      upload.pending--;
-      this.link?.send(live.agentId, 'chunk.ack', { uploadId: upload.uploadId, chunkId });
-    } catch (err) {
-      upload.error = describeError(err);
-      this.log.warn('upload failed', { job: live.id, upload: upload.uploadId, error: upload.error.message });
-      this.link?.send(live.agentId, 'upload.failed', { jobId: live.id, uploadId: upload.uploadId, error: upload.error });
-    }
+  private failUpload(live: LiveJob, upload: Upload, err: unknown): void {
+    upload.error = describeError(err);
+    this.log.warn('upload failed', { job: live.id, upload: upload.uploadId, error: upload.error.message });
+    this.link?.send(live.agentId, 'upload.failed', { jobId: live.id, uploadId: upload.uploadId, error: upload.error });
   }
 
   async onArtifactEnd(agentId: string, p: PayloadOf<typeof AgentMessages, 'artifact.end'>): Promise<void> {
@@ -299,11 +332,13 @@ export class JobService {
     live.uploads.delete(p.uploadId);
     this.uploads.delete(p.uploadId);
     if (upload.error) return; // upload.failed was sent already
-    const sha256 = upload.hash.digest('hex');
+    // The whole stream's SHA-256 is recorded as the agent computed it: with deduplication (and encryption) the
+    // server never sees the whole plaintext; every restore checks it.
+    const sha256 = p.sha256;
     const problem =
-      upload.size !== p.size ? `the server received ${upload.size} bytes, the agent sent ${p.size}`
+      upload.wanted.size > 0 ? `${upload.wanted.size} chunk(s) the server asked for never arrived`
+      : upload.size !== p.size ? `the chunks offered add up to ${upload.size} bytes, the agent sent ${p.size}`
       : upload.chunks.length !== p.chunks ? `the server received ${upload.chunks.length} chunks, the agent sent ${p.chunks}`
-      : sha256 !== p.sha256 ? `the stream's SHA-256 on the server (${sha256.slice(0, 12)}…) differs from the agent's (${p.sha256.slice(0, 12)}…)`
       : null;
     if (problem) {
       this.link?.send(agentId, 'upload.failed', { jobId: p.jobId, uploadId: p.uploadId, error: { code: 'integrity', message: `artifact ${upload.name}: ${problem}` } });
@@ -329,7 +364,7 @@ export class JobService {
     for (const chunkId of p.chunkIds) {
       if (!live.allowedChunks.has(chunkId)) throw new LifeboatError('protocol', `chunk ${chunkId} is not part of the snapshot job ${p.jobId} restores`);
       try {
-        const data = await this.chunks.get(chunkId);
+        const data = await this.chunks.get(chunkId, live.allowedChunks.get(chunkId) ?? null);
         this.link?.sendBinary(agentId, encodeFrame(FrameKind.Download, p.transferId, chunkId, data));
       } catch (err) {
         this.link?.send(agentId, 'chunk.missing', { jobId: p.jobId, transferId: p.transferId, chunkId, error: describeError(err) });

@@ -1,12 +1,12 @@
-import { MAX_CHUNK_BYTES } from './protocol.js';
+import { MAX_STORED_CHUNK_BYTES } from './protocol.js';
 
 /**
  * Binary frames carry chunk data on the same socket as the JSON control messages:
  *   byte 0       frame format version (1)
  *   byte 1       kind: 1 = upload chunk (agent → server), 2 = download chunk (server → agent)
  *   bytes 2-17   transfer id (the upload's or the restore transfer's UUID, as 16 bytes)
- *   bytes 18-49  chunk id (SHA-256 of the plaintext, 32 bytes)
- *   bytes 50-    the chunk's bytes
+ *   bytes 18-49  chunk id (SHA-256 of the plaintext, or its HMAC under encryption; 32 bytes)
+ *   bytes 50-    the stored chunk (chunk-codec.ts: header, compressed and maybe encrypted payload)
  */
 export const FRAME_VERSION = 1;
 export const FRAME_HEADER_BYTES = 50;
@@ -55,7 +55,7 @@ export function decodeFrame(buf: Buffer): DecodedFrame {
   const kind = buf[1];
   if (kind !== FrameKind.Upload && kind !== FrameKind.Download) return { ok: false, error: `unknown binary frame kind ${kind}` };
   const data = buf.subarray(FRAME_HEADER_BYTES);
-  if (data.length > MAX_CHUNK_BYTES) return { ok: false, error: `chunk of ${data.length} bytes exceeds ${MAX_CHUNK_BYTES}` };
+  if (data.length > MAX_STORED_CHUNK_BYTES) return { ok: false, error: `chunk of ${data.length} bytes exceeds ${MAX_STORED_CHUNK_BYTES}` };
   return {
     ok: true,
     frame: { kind, transferId: bytesToUuid(buf.subarray(2, 18)), chunkId: buf.subarray(18, 50).toString('hex'), data },

@@ -10,11 +10,16 @@ import { Plan, RecipeNames } from './plan.js';
  */
 export const PROTOCOL_VERSION = 1;
 
-/** Chunks on the wire and in the store are at most this big; the socket's maxPayload follows from it. */
+/** Chunks are at most this big in plaintext (chunker.ts: CHUNK_MAX); the socket's maxPayload follows from it. */
 export const MAX_CHUNK_BYTES = 8 * 1024 * 1024;
-/** Binary frame header (frames.ts) plus the largest chunk. */
-export const MAX_FRAME_BYTES = MAX_CHUNK_BYTES + 64;
-/** Chunks an agent may send before the server has acknowledged them as durable (flow control). */
+/** A stored chunk may be a little larger than its plaintext (header, nonce, tag, an incompressible zstd frame). */
+export const MAX_STORED_CHUNK_BYTES = MAX_CHUNK_BYTES + 64 * 1024;
+/** Binary frame header (frames.ts) plus the largest stored chunk. */
+export const MAX_FRAME_BYTES = MAX_STORED_CHUNK_BYTES + 64;
+/**
+ * Chunks an agent may have offered and not yet seen settled (the server answered "have", or acknowledged the
+ * upload as durable): flow control, and the bound on what either side holds in memory.
+ */
 export const UPLOAD_WINDOW = 8;
 /** Chunks an agent may have requested and not yet received during a restore. */
 export const DOWNLOAD_WINDOW = 8;
@@ -164,6 +169,8 @@ export const AgentMessages = {
     kind: ArtifactKind,
     name: z.string().max(500),
   }),
+  /** The next chunk of the artifact, in order. The server answers chunk.have (no upload needed) or chunk.want. */
+  'chunk.offer': z.object({ uploadId: z.uuid(), chunkId: Sha256Hex, size: z.number().int().min(0).max(MAX_CHUNK_BYTES) }),
   'artifact.end': z.object({
     jobId: z.string(),
     uploadId: z.uuid(),
@@ -210,6 +217,11 @@ export const ServerMessages = {
     rewriteHosts: z.array(HostRewrite).default([]),
   }),
   'job.cancel': z.object({ jobId: z.string(), reason: z.string() }),
+  /** The store already holds this chunk: it is part of the artifact, and nothing needs to travel. */
+  'chunk.have': z.object({ uploadId: z.uuid(), chunkId: Sha256Hex }),
+  /** The store lacks this chunk: send it as the next binary frame of the upload. */
+  'chunk.want': z.object({ uploadId: z.uuid(), chunkId: Sha256Hex }),
+  /** The uploaded chunk is verified and durable. */
   'chunk.ack': z.object({ uploadId: z.uuid(), chunkId: Sha256Hex }),
   'artifact.stored': z.object({ jobId: z.string(), uploadId: z.uuid(), artifactId: z.string() }),
   'upload.failed': z.object({ jobId: z.string(), uploadId: z.uuid(), error: WireError }),

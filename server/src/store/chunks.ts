@@ -1,37 +1,47 @@
-import { createHash } from 'node:crypto';
-import { LifeboatError } from '@lifeboat/shared';
+import { Cipher, decodeChunk, LifeboatError, readChunkHeader } from '@lifeboat/shared';
 import type { StoreBackend } from './backend.js';
 
 export function chunkKey(id: string): string {
   return `chunks/${id.slice(0, 2)}/${id}`;
 }
 
-export function sha256Hex(data: Buffer): string {
-  return createHash('sha256').update(data).digest('hex');
-}
-
 /**
- * Content-addressed chunks on top of a backend. The store is untrusted (DESIGN §11): every chunk is checked
- * against its id on the way in and on the way out.
+ * Content-addressed chunks on top of a backend, kept in the stored format of chunk-codec.ts. The store is
+ * untrusted (DESIGN §11): every chunk is checked on the way in and on the way out — fully (decompressed and
+ * hashed against its id) when it is not encrypted; when it is, the server holds no key, so it checks the
+ * header and length, and the restoring agent checks the authentication tag and the id.
  */
 export class ChunkStore {
   constructor(private readonly backend: StoreBackend) {}
 
   /** Verifies and stores a chunk; a chunk the store already holds is not written again. */
-  async put(id: string, data: Buffer): Promise<void> {
-    const actual = sha256Hex(data);
-    if (actual !== id) throw new LifeboatError('integrity', `chunk ${id.slice(0, 12)}… does not match its content (hash ${actual.slice(0, 12)}…); nothing stored`);
+  async put(id: string, stored: Buffer, plainSize: number): Promise<void> {
+    verifyStoredChunk(stored, id, plainSize, 'nothing stored');
     if (await this.backend.has(chunkKey(id))) return;
-    await this.backend.put(chunkKey(id), data);
+    await this.backend.put(chunkKey(id), stored);
   }
 
-  async get(id: string): Promise<Buffer> {
-    const data = await this.backend.get(chunkKey(id));
-    if (sha256Hex(data) !== id) throw new LifeboatError('integrity', `stored chunk ${id} is damaged: its content no longer matches its id`);
-    return data;
+  /** The stored bytes of a chunk, verified. */
+  async get(id: string, plainSize: number | null): Promise<Buffer> {
+    const stored = await this.backend.get(chunkKey(id));
+    verifyStoredChunk(stored, id, plainSize, 'the stored chunk is damaged');
+    return stored;
   }
 
   has(id: string): Promise<boolean> {
     return this.backend.has(chunkKey(id));
+  }
+}
+
+export function verifyStoredChunk(stored: Buffer, id: string, plainSize: number | null, consequence: string): void {
+  try {
+    const header = readChunkHeader(stored);
+    if (plainSize !== null && header.plainLength !== plainSize) {
+      throw new LifeboatError('integrity', `chunk ${id.slice(0, 16)}… holds ${header.plainLength} bytes where ${plainSize} were announced`);
+    }
+    if (header.cipher === Cipher.None) decodeChunk(stored, id, plainSize);
+  } catch (err) {
+    if (err instanceof LifeboatError) throw new LifeboatError('integrity', `${err.message}; ${consequence}`);
+    throw err;
   }
 }

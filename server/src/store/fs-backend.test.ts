@@ -3,7 +3,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { storeBackendConformance } from './conformance.suite.js';
-import { ChunkStore, sha256Hex } from './chunks.js';
 import { FsBackend } from './fs-backend.js';
 
 async function openFs() {
@@ -25,31 +24,3 @@ describe('FsBackend writes', () => {
   });
 });
 
-describe('ChunkStore', () => {
-  it('refuses a chunk whose bytes do not match its id, storing nothing', async () => {
-    const { backend, cleanup } = await openFs();
-    try {
-      const chunks = new ChunkStore(backend);
-      const id = sha256Hex(Buffer.from('right'));
-      await expect(chunks.put(id, Buffer.from('wrong'))).rejects.toMatchObject({ code: 'integrity' });
-      expect(await chunks.has(id)).toBe(false);
-      await chunks.put(id, Buffer.from('right'));
-      expect((await chunks.get(id)).toString()).toBe('right');
-    } finally {
-      await cleanup();
-    }
-  });
-
-  it('reports a stored chunk damaged on disk instead of returning it', async () => {
-    const { backend, cleanup } = await openFs();
-    try {
-      const chunks = new ChunkStore(backend);
-      const id = sha256Hex(Buffer.from('original'));
-      await chunks.put(id, Buffer.from('original'));
-      await backend.put(`chunks/${id.slice(0, 2)}/${id}`, Buffer.from('flipped!'));
-      await expect(chunks.get(id)).rejects.toMatchObject({ code: 'integrity' });
-    } finally {
-      await cleanup();
-    }
-  });
-});
