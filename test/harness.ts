@@ -101,8 +101,8 @@ export interface TestServer {
   admin: (args: string[]) => Promise<CliResult>;
 }
 
-export async function startTestServer(dataDir: string, port = 0): Promise<TestServer> {
-  const proc = startProcess(BIN.server, ['start', '--data', dataDir, '--port', String(port), '--host', '127.0.0.1']);
+export async function startTestServer(dataDir: string, port = 0, extraArgs: string[] = []): Promise<TestServer> {
+  const proc = startProcess(BIN.server, ['start', '--data', dataDir, '--port', String(port), '--host', '127.0.0.1', ...extraArgs]);
   const [, url] = await proc.waitFor(/listening url=(http:\/\/127\.0\.0\.1:\d+)/);
   const token = (await readFile(join(dataDir, 'admin-token'), 'utf8')).trim();
   const api = async <T>(method: string, path: string, body?: unknown, auth = token) => {
@@ -157,6 +157,8 @@ export async function waitUntil(check: () => Promise<boolean> | boolean, what: s
 export interface JobLike {
   id: string;
   status: string;
+  trigger: string;
+  summary: string | null;
   error: { code: string; message: string } | null;
   snapshotId: string | null;
   progress: { bytes: number } | null;

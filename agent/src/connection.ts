@@ -22,7 +22,8 @@ import type { ServerLink, TransferHandler } from './link.js';
 export class AuthRefused extends Error {}
 
 export interface ConnectionHandlers {
-  onWelcome(welcome: Extract<ServerMessage, { type: 'welcome' }>['payload']): void;
+  /** May return a promise (deriving keys); jobs that arrive meanwhile wait for it. */
+  onWelcome(welcome: Extract<ServerMessage, { type: 'welcome' }>['payload']): void | Promise<void>;
   onPlans(plans: Extract<ServerMessage, { type: 'plans' }>['payload']['plans']): void;
   onJob(message: Extract<ServerMessage, { type: 'job.backup' | 'job.restore' }>): void;
   onCancel(jobId: string, reason: string): void;
@@ -49,6 +50,8 @@ export class Connection implements ServerLink {
   private silenceTimer: NodeJS.Timeout | null = null;
   private readonly transfers = new Map<string, TransferHandler>();
   private wakeSleep: (() => void) | null = null;
+  /** Settles when the welcome's work (key derivation) is done; jobs start after it. */
+  private ready: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly config: AgentConfig,
@@ -177,12 +180,14 @@ export class Connection implements ServerLink {
       case 'welcome':
         this.attempt = 0;
         this.log.info(`connected to ${this.config.server} as ${msg.payload.name}`, { plans: msg.payload.plans.length });
-        return this.handlers.onWelcome(msg.payload);
+        this.ready = Promise.resolve(this.handlers.onWelcome(msg.payload));
+        return;
       case 'plans':
         return this.handlers.onPlans(msg.payload.plans);
       case 'job.backup':
       case 'job.restore':
-        return this.handlers.onJob(msg);
+        void this.ready.then(() => this.handlers.onJob(msg));
+        return;
       case 'job.cancel':
         return this.handlers.onCancel(msg.payload.jobId, msg.payload.reason);
       case 'chunk.have':

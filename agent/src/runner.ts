@@ -1,5 +1,6 @@
 import { describeError, formatBytes, LifeboatError, type Logger, type ServerMessage } from '@lifeboat/shared';
 import { downloadArtifact } from './download.js';
+import type { Keyring } from './keyring.js';
 import type { ServerLink } from './link.js';
 import type { JobContext } from './sources/source.js';
 import { artifactTasks, sourceFor, targetFor } from './sources/registry.js';
@@ -15,6 +16,7 @@ export class JobRunner {
 
   constructor(
     private readonly link: ServerLink,
+    private readonly keyring: Pick<Keyring, 'forJob'>,
     private readonly log: Logger,
   ) {}
 
@@ -78,31 +80,41 @@ export class JobRunner {
 
   private async backup(job: BackupJob, ctx: JobContext): Promise<{ summary: string; artifacts: number }> {
     const { plan } = job;
+    // A missing or wrong passphrase fails the job here, before any source runs or any byte moves.
+    const keys = this.keyring.forJob();
     // A recipe reads the application's own configuration here, on the agent, and becomes steps.
     const steps = plan.steps ?? (await expandRecipe(plan.recipe!, ctx));
     const tasks = steps.flatMap(artifactTasks);
     this.log.info(`backup of plan ${plan.id} started (job ${job.jobId}, ${tasks.length} artifact(s))`);
     let total = 0;
+    let sent = 0;
+    let sentChunks = 0;
+    let chunks = 0;
     // In the plan's order: dumps before files, as the plan (or the recipe) says.
     for (const [index, task] of tasks.entries()) {
       const artifact = await sourceFor(task.kind).backup(task.options as never, ctx);
       ctx.log.info(`artifact ${index + 1}/${tasks.length}: ${task.kind} ${artifact.name}`);
-      const result = await uploadArtifact(this.link, index, artifact, ctx);
+      const result = await uploadArtifact(this.link, index, artifact, ctx, { compressionLevel: 3, keys });
       total += result.size;
+      sent += result.sentBytes;
+      sentChunks += result.sentChunks;
+      chunks += result.chunks;
     }
-    return { summary: `${tasks.length} artifact(s), ${formatBytes(total)}`, artifacts: tasks.length };
+    // The last figures say how much deduplication saved: only chunks the store lacked travelled.
+    return { summary: `${tasks.length} artifact(s), ${formatBytes(total)}; sent ${formatBytes(sent)} in ${sentChunks} new of ${chunks} chunks`, artifacts: tasks.length };
   }
 
   private async restore(job: RestoreJob, ctx: JobContext): Promise<{ summary: string }> {
     // Owners are restored only where the agent can set them; an unprivileged agent restores as itself.
     const preserveOwner = job.preserveOwner && process.getuid?.() === 0;
+    const keys = this.keyring.forJob();
     // Every artifact must have somewhere to go before the first byte is written.
     const plan = job.artifacts.map((artifact) => ({ artifact, target: targetFor(artifact.kind, job.targets) }));
     const summaries: string[] = [];
     const skipped: string[] = [];
     let dirUsed = false;
     for (const { artifact, target } of plan) {
-      const input = downloadArtifact(this.link, artifact, ctx);
+      const input = downloadArtifact(this.link, artifact, ctx, keys);
       // The emptiness check applies to the directory as the restore found it, not to what an earlier artifact wrote.
       const effective = target.kind === 'dir' && dirUsed ? { ...target, force: true } : target;
       if (target.kind === 'dir') dirUsed = true;

@@ -8,7 +8,7 @@ import {
   newTransferId,
   UPLOAD_WINDOW,
   type ArtifactMetadata,
-  type ChunkKeys,
+  type RepositoryKeys,
   type EncodedChunk,
 } from '@lifeboat/shared';
 import type { ServerLink, TransferMessage } from './link.js';
@@ -18,7 +18,7 @@ export interface UploadOptions {
   /** zstd level for chunks (0: store uncompressed). */
   compressionLevel: number;
   /** With encryption on: the repository keys (chunk ids become HMACs, payloads AES-256-GCM). */
-  keys: ChunkKeys | null;
+  keys: RepositoryKeys | null;
 }
 
 export const DEFAULT_UPLOAD_OPTIONS: UploadOptions = { compressionLevel: 3, keys: null };
@@ -135,7 +135,7 @@ export async function uploadArtifact(
     ctx.progress('uploading', size);
   };
 
-  link.send('artifact.begin', { jobId: ctx.jobId, uploadId, step, kind: artifact.kind, name: artifact.name });
+  link.send('artifact.begin', { jobId: ctx.jobId, uploadId, step, kind: artifact.kind, name: artifact.name, ...(options.keys ? { keyCheck: options.keys.keyCheck } : {}) });
   try {
     for await (const piece of artifact.stream as AsyncIterable<Buffer>) {
       check();

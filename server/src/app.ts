@@ -3,6 +3,7 @@ import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import type { z } from 'zod';
 import {
+  EncryptionSettings,
   EnrollRequest,
   JobStatus,
   LIFEBOAT_VERSION,
@@ -19,6 +20,7 @@ import {
 } from '@lifeboat/shared';
 import { bearerToken, hashSecret, newSecret, secretMatches } from './auth.js';
 import type { Catalog } from './catalog/catalog.js';
+import type { RepositoryEncryption } from './encryption.js';
 import type { Hub } from './hub/hub.js';
 import type { Clock, JobService } from './jobs.js';
 import { scheduleProblems, type Scheduler } from './scheduler.js';
@@ -29,6 +31,7 @@ export interface AppDeps {
   jobs: JobService;
   hub: Pick<Hub, 'isOnline' | 'pushPlans' | 'disconnect'>;
   scheduler: Pick<Scheduler, 'sync'>;
+  encryption: RepositoryEncryption;
   adminTokenHash: string;
   clock: Clock;
   log: Logger;
@@ -80,6 +83,14 @@ export function createApp(deps: AppDeps): Hono {
     const expiresAt = now + parseDuration(req.expires)!;
     catalog.addEnrollmentToken({ id: newId('tok'), tokenHash: hashSecret(token), createdAt: now, expiresAt });
     return c.json({ token, expiresAt: new Date(expiresAt).toISOString() });
+  });
+
+  admin.get('/encryption', (c) => c.json({ encryption: deps.encryption.current }));
+  admin.post('/encryption', async (c) => {
+    const settings = await body(c, EncryptionSettings);
+    await deps.encryption.init(settings);
+    deps.log.info('repository encryption set up; agents need the passphrase (passphraseFile) from now on');
+    return c.json({ encryption: settings });
   });
 
   admin.get('/agents', (c) => c.json({ agents: catalog.listAgents().map((a) => agentView(a, hub.isOnline(a.id))) }));

@@ -1,5 +1,7 @@
 import {
   ArtifactKind,
+  Cipher,
+  readChunkHeader,
   ArtifactMetadata,
   decodeFrame,
   describeError,
@@ -21,6 +23,7 @@ import {
   type WireError,
 } from '@lifeboat/shared';
 import type { Catalog, JobRow, NewArtifact } from './catalog/catalog.js';
+import type { RepositoryEncryption } from './encryption.js';
 import type { StoreBackend } from './store/backend.js';
 import { ChunkStore } from './store/chunks.js';
 
@@ -70,6 +73,8 @@ const RESTORE_TIMEOUT_MS = 48 * 3_600_000;
 const MAX_WARNINGS = 1000;
 const PROGRESS_WRITE_INTERVAL_MS = 1000;
 const MAX_ARTIFACTS = 1000;
+/** Automatic retries of a backup whose connection was lost. */
+const MAX_RETRIES = 3;
 
 /** What a restore job was asked, as kept in the catalog until it is dispatched. */
 interface RestoreParams {
@@ -92,6 +97,7 @@ export class JobService {
   constructor(
     private readonly catalog: Catalog,
     private readonly backend: StoreBackend,
+    private readonly encryption: RepositoryEncryption,
     private readonly clock: Clock,
     private readonly log: Logger,
   ) {
@@ -116,7 +122,7 @@ export class JobService {
   }
 
   // ── creating jobs ──────────────────────────────────────────────────────────
-  requestBackup(planId: string, trigger: 'manual' | 'schedule'): { job: JobRow; created: boolean } {
+  requestBackup(planId: string, trigger: 'manual' | 'schedule' | `retry ${number}`): { job: JobRow; created: boolean } {
     const row = this.catalog.plan(planId);
     if (!row) throw new LifeboatError('not_found', `no plan "${planId}"; see \`lifeboat plan list\``);
     const agent = this.catalog.agentByName(row.plan.agent);
@@ -258,6 +264,13 @@ export class JobService {
     if (p.step >= MAX_ARTIFACTS) throw new LifeboatError('protocol', `a backup has at most ${MAX_ARTIFACTS} artifacts`);
     if (live.stored.has(p.step)) throw new LifeboatError('protocol', `artifact ${p.step} of job ${p.jobId} was already stored`);
     if (this.uploads.has(p.uploadId)) throw new LifeboatError('protocol', `upload ${p.uploadId} already exists`);
+    const encryption = this.encryption.current;
+    if (encryption && p.keyCheck !== encryption.keyCheck) {
+      // Refused before any data moves: chunks under another key would be unreadable to every restore.
+      const error = { code: 'forbidden' as const, message: p.keyCheck ? "the agent's passphrase does not match this repository's (key check differs); nothing was stored" : 'this repository is encrypted; the agent has no passphrase (passphraseFile in its config)' };
+      this.link?.send(agentId, 'upload.failed', { jobId: p.jobId, uploadId: p.uploadId, error });
+      return;
+    }
     const upload: Upload = { uploadId: p.uploadId, step: p.step, kind: p.kind, name: p.name, size: 0, chunks: [], wanted: new Map(), chain: Promise.resolve(), pending: 0, error: null };
     live.uploads.set(p.uploadId, upload);
     this.uploads.set(p.uploadId, live);
@@ -309,6 +322,9 @@ export class JobService {
     upload.chain = upload.chain.then(async () => {
       if (upload.error) return;
       try {
+        if (this.encryption.current && readChunkHeader(frame.data).cipher !== Cipher.Aes256Gcm) {
+          throw new LifeboatError('integrity', 'this repository is encrypted; an unencrypted chunk was refused');
+        }
         await this.chunks.put(frame.chunkId, frame.data, size);
         upload.pending--;
         this.link?.send(agentId, 'chunk.ack', { uploadId: upload.uploadId, chunkId: frame.chunkId });
@@ -450,6 +466,26 @@ export class JobService {
         errorMessage: `the connection to agent ${agentName} was lost during the job; nothing was recorded`,
       });
       this.log.warn('job failed: agent disconnected', { job: live.id, agent: agentName });
+      if (live.kind === 'backup' && live.planId) this.retryLater(live.id, live.planId);
+    }
+  }
+
+  /**
+   * A backup cut off by a lost connection is queued again, a few times at most: it runs when the agent is back,
+   * and sends only the chunks that never became durable.
+   */
+  private retryLater(failedJobId: string, planId: string): void {
+    const failed = this.catalog.job(failedJobId);
+    const attempt = failed?.trigger.startsWith('retry ') ? Number(failed.trigger.slice(6)) + 1 : 1;
+    if (attempt > MAX_RETRIES) {
+      this.log.warn('not retrying again', { plan: planId, attempts: attempt - 1 });
+      return;
+    }
+    try {
+      const { job, created } = this.requestBackup(planId, `retry ${attempt}`);
+      if (created) this.log.info('backup will be retried when the agent is back', { plan: planId, job: job.id, attempt });
+    } catch (err) {
+      this.log.warn('could not queue a retry', { plan: planId, error: (err as Error).message });
     }
   }
 

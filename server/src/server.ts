@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { createLogger, type Logger } from '@lifeboat/shared';
 import { createApp } from './app.js';
+import { RepositoryEncryption } from './encryption.js';
 import { hashSecret } from './auth.js';
 import { Catalog } from './catalog/catalog.js';
 import { openCatalogDb } from './catalog/db.js';
@@ -17,6 +18,8 @@ import { FsBackend } from './store/fs-backend.js';
 
 export interface ServerOptions {
   dataDir: string;
+  /** Where chunks and manifests go; DATA/store by default (a large disk, or its own mount). */
+  storeDir?: string;
   port: number;
   host: string;
   tlsCert?: string;
@@ -42,11 +45,14 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const adminToken = await loadOrCreateAdminToken(options.dataDir, options.announce ?? ((l) => process.stdout.write(l + '\n')));
 
   const catalog = new Catalog(openCatalogDb(join(options.dataDir, 'catalog.db')));
-  const backend = new FsBackend(join(options.dataDir, 'store'));
+  const backend = new FsBackend(options.storeDir ?? join(options.dataDir, 'store'));
   await mkdir(backend.root, { recursive: true, mode: 0o700 });
-  const jobs = new JobService(catalog, backend, clock, log.child('jobs'));
+  const encryption = new RepositoryEncryption(backend);
+  await encryption.load();
+  if (!encryption.current) log.warn('backups are NOT encrypted: set a repository passphrase with `lifeboat encryption init` (fine for a demo)');
+  const jobs = new JobService(catalog, backend, encryption, clock, log.child('jobs'));
   jobs.recoverAfterRestart();
-  const hub = new Hub(catalog, jobs, clock, log.child('hub'), options.hub);
+  const hub = new Hub(catalog, jobs, encryption, clock, log.child('hub'), options.hub);
   const scheduler = new Scheduler(catalog, (planId) => {
     try {
       const { job, created } = jobs.requestBackup(planId, 'schedule');
@@ -56,7 +62,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     }
   }, log.child('scheduler'));
   scheduler.sync();
-  const app = createApp({ catalog, jobs, hub, scheduler, adminTokenHash: hashSecret(adminToken), clock, log: log.child('api') });
+  const app = createApp({ catalog, jobs, hub, scheduler, encryption, adminTokenHash: hashSecret(adminToken), clock, log: log.child('api') });
   const ticker = setInterval(() => jobs.tick(), 15_000);
 
   const tls = options.tlsCert && options.tlsKey

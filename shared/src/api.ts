@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { Labels, SafeName, AbsolutePath } from './ids.js';
 import { ToolInfo, ArtifactMetadata, HostRewrite, MysqlTarget, PostgresTarget, WireError } from './protocol.js';
 import { Duration, Plan } from './plan.js';
+import { EncryptionSettings } from './keys.js';
 
 /** HTTP API bodies, parsed on both ends. Errors are always `{ error: { code, message, details? } }`. */
 export const ApiError = z.object({ error: WireError.extend({ details: z.array(z.string()).optional() }) });
@@ -103,3 +104,5 @@ export const RestoreRequest = z
   .strict()
   .refine((r) => r.to || r.toPostgres || r.toMysql, { message: 'give a target: to, toPostgres or toMysql', path: ['to'] });
 export type RestoreRequest = z.infer<typeof RestoreRequest>;
+
+export const EncryptionView = z.object({ encryption: EncryptionSettings.nullable() });

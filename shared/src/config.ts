@@ -11,6 +11,8 @@ export const AgentConfig = z
     labels: Labels.default({}),
     /** A PEM CA bundle to trust for a server with a private certificate. */
     caFile: z.string().optional(),
+    /** A file (0600) holding the repository passphrase, for encrypted repositories. Never the passphrase itself. */
+    passphraseFile: z.string().optional(),
     /** Where the agent keeps its state (caches, scratch). */
     stateDir: z.string().default('/var/lib/lifeboat-agent'),
   })

@@ -6,6 +6,7 @@ export * from './duration.js';
 export * from './errors.js';
 export * from './frames.js';
 export * from './ids.js';
+export * from './keys.js';
 export * from './log.js';
 export * from './plan.js';
 export * from './protocol.js';

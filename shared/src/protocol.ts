@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { ErrorCodes } from './errors.js';
 import { AbsolutePath, DatabaseHost, DatabaseName, DatabaseUser, EnvName, Labels, Port, Sha256Hex } from './ids.js';
 import { Plan, RecipeNames } from './plan.js';
+import { EncryptionSettings } from './keys.js';
 
 /**
  * The agent ⇄ server protocol. Control messages are JSON text frames in one envelope,
@@ -168,6 +169,8 @@ export const AgentMessages = {
     step: z.number().int().min(0),
     kind: ArtifactKind,
     name: z.string().max(500),
+    /** In an encrypted repository: the key check of the agent's passphrase, so the server refuses a wrong one. */
+    keyCheck: z.string().optional(),
   }),
   /** The next chunk of the artifact, in order. The server answers chunk.have (no upload needed) or chunk.want. */
   'chunk.offer': z.object({ uploadId: z.uuid(), chunkId: Sha256Hex, size: z.number().int().min(0).max(MAX_CHUNK_BYTES) }),
@@ -201,6 +204,8 @@ export const ServerMessages = {
     labels: Labels,
     serverTime: z.string(),
     plans: z.array(Plan),
+    /** The repository's KDF parameters and key check, when backups are encrypted. */
+    encryption: EncryptionSettings.nullable(),
   }),
   plans: z.object({ plans: z.array(Plan) }),
   'job.backup': z.object({ jobId: z.string(), plan: Plan }),

@@ -8,6 +8,7 @@ import {
   LifeboatError,
   RestoreRequest,
   listIssues,
+  newEncryptionSettings,
   parseDuration,
   parsePlanFile,
   type JobView,
@@ -181,6 +182,7 @@ function buildProgram(ctx: Context, setExit: SetExit): Command {
   addJobCommands(program, ctx, run);
   addSnapshotCommands(program, ctx, run);
   addRestoreCommand(program, ctx, run);
+  addEncryptionCommands(program, ctx, run);
   return program;
 }
 
@@ -251,6 +253,46 @@ async function listAgents(ctx: Context, json: boolean): Promise<number> {
 async function revokeAgent(ctx: Context, name: string): Promise<number> {
   const agent = await client(ctx).revokeAgent(name);
   ctx.out.line(`revoked agent ${agent.name}${agent.revokedAt ? ` at ${formatTime(agent.revokedAt)}` : ''}`);
+  return EXIT_OK;
+}
+
+// ── encryption ────────────────────────────────────────────────────────────────
+
+function addEncryptionCommands(program: Command, ctx: Context, run: Run): void {
+  const enc = program.command('encryption').description('repository encryption (the server never sees the passphrase)');
+  enc
+    .command('init')
+    .description('encrypt every backup from now on with a passphrase; only its KDF salt and key check go to the server')
+    .requiredOption('--passphrase-file <file>', 'a file holding the passphrase (at least 12 characters); give agents the same file')
+    .addHelpText('after', example('lifeboat encryption init --passphrase-file /root/lifeboat.pass') + '\nThen set "passphraseFile" in each agent\'s config (restore and drill agents too), and keep a copy of the passphrase offline: without it no backup can be restored.')
+    .action((opts: { passphraseFile: string }) => run(() => initEncryption(ctx, opts.passphraseFile)));
+  enc
+    .command('status')
+    .description('say whether backups are encrypted')
+    .action(() => run(() => encryptionStatus(ctx)));
+}
+
+async function initEncryption(ctx: Context, file: string): Promise<number> {
+  let passphrase: string;
+  try {
+    passphrase = (await readFile(file, 'utf8')).replace(/\r?\n$/, '');
+  } catch (err) {
+    throw new UsageError(`cannot read ${file}: ${(err as Error).message}`);
+  }
+  let settings;
+  try {
+    settings = newEncryptionSettings(passphrase);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  await client(ctx).initEncryption(settings);
+  ctx.out.line('repository encryption is on: agents must now have passphraseFile in their config (same passphrase)');
+  return EXIT_OK;
+}
+
+async function encryptionStatus(ctx: Context): Promise<number> {
+  const settings = await client(ctx).encryption();
+  ctx.out.line(settings ? `encrypted (scrypt N=${settings.kdf.N}, r=${settings.kdf.r}, p=${settings.kdf.p})` : 'not encrypted: backups are stored in plaintext (lifeboat encryption init to change that)');
   return EXIT_OK;
 }
 

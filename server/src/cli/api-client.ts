@@ -3,6 +3,7 @@ import {
   AgentView,
   ApiError,
   BackupNowResponse,
+  EncryptionView,
   FINISHED_JOB_STATUSES,
   JobView,
   LifeboatError,
@@ -11,6 +12,7 @@ import {
   SnapshotView,
   TokenCreateResponse,
   listIssues,
+  type EncryptionSettings,
   type ErrorCode,
   type JobStatus,
   type RestoreRequest,
@@ -134,6 +136,14 @@ export class ApiClient {
 
   async getSnapshot(id: string) {
     return (await this.#call('GET', `/v1/snapshots/${seg(id)}`, SnapshotResponse)).snapshot;
+  }
+
+  async encryption() {
+    return (await this.#call('GET', '/v1/encryption', EncryptionView)).encryption;
+  }
+
+  async initEncryption(settings: EncryptionSettings) {
+    return (await this.#call('POST', '/v1/encryption', EncryptionView, settings)).encryption;
   }
 
   async restore(request: RestoreRequest) {

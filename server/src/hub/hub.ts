@@ -4,6 +4,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { encodeMessage, MAX_FRAME_BYTES, ServerMessages, type Logger, type PayloadOf } from '@lifeboat/shared';
 import { bearerToken, secretMatches } from '../auth.js';
 import type { AgentRow, Catalog } from '../catalog/catalog.js';
+import type { RepositoryEncryption } from '../encryption.js';
 import type { AgentLink, Clock, JobService } from '../jobs.js';
 import { AgentSession } from './session.js';
 
@@ -29,6 +30,7 @@ export class Hub implements AgentLink {
   constructor(
     private readonly catalog: Catalog,
     readonly jobs: JobService,
+    readonly encryption: RepositoryEncryption,
     readonly clock: Clock,
     readonly log: Logger,
     private readonly options: HubOptions = {},

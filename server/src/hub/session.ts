@@ -119,6 +119,7 @@ export class AgentSession {
         labels: this.agent.labels,
         serverTime: new Date(now).toISOString(),
         plans: this.catalog.plansForAgent(this.agent.name),
+        encryption: this.hub.encryption.current,
       }),
     );
     this.hub.jobs.dispatch(this.agent.id);

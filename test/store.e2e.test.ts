@@ -1,0 +1,226 @@
+import { execFileSync } from 'node:child_process';
+import { createServer, Socket } from 'node:net';
+import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describeTree, writeBigFile } from './tree.js';
+import { BIN, enrollAgent, runCli, startTestServer, tempDir, waitForJob, waitUntil, type JobLike, type TestAgent, type TestServer } from './harness.js';
+
+async function storeBytes(dir: string): Promise<number> {
+  let total = 0;
+  for (const entry of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (entry.isFile()) total += (await stat(join(entry.parentPath, entry.name))).size;
+  }
+  return total;
+}
+
+const sentBytes = (job: JobLike) => {
+  const m = /sent ([\d.]+) (B|KiB|MiB|GiB)/.exec(job.summary ?? '');
+  if (!m) throw new Error(`no "sent" figure in ${job.summary}`);
+  return Number(m[1]) * { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 }[m[2] as 'B'];
+};
+
+async function backupNow(server: TestServer, plan: string): Promise<JobLike> {
+  const { body } = await server.api<{ job: JobLike }>('POST', `/v1/plans/${plan}/backup`);
+  return waitForJob(server, body.job.id);
+}
+
+async function setPassphraseFile(agent: TestAgent, file: string): Promise<void> {
+  const config = JSON.parse(await readFile(agent.configPath, 'utf8')) as Record<string, unknown>;
+  await writeFile(agent.configPath, JSON.stringify({ ...config, passphraseFile: file }), { mode: 0o600 });
+}
+
+describe('the store: deduplication, encryption, resumable uploads', () => {
+  let dir: Awaited<ReturnType<typeof tempDir>>;
+  let server: TestServer;
+  let agent: TestAgent;
+  let stranger: TestAgent;
+  let data: string;
+  const marker = 'PLAINTEXT-MARKER-THAT-MUST-NOT-REACH-THE-STORE';
+
+  beforeAll(async () => {
+    dir = await tempDir('store');
+    server = await startTestServer(join(dir.path, 'server'));
+    const right = join(dir.path, 'right.pass');
+    const wrong = join(dir.path, 'wrong.pass');
+    await writeFile(right, 'the right passphrase, long enough\n', { mode: 0o600 });
+    await writeFile(wrong, 'a wrong passphrase, also long\n', { mode: 0o600 });
+    const init = await runCli(BIN.admin, ['encryption', 'init', '--passphrase-file', right], { LIFEBOAT_SERVER: server.url, LIFEBOAT_TOKEN: server.token });
+    expect(init.code, init.stderr).toBe(0);
+    agent = await enrollAgent(server, dir.path, 'enc-1');
+    await setPassphraseFile(agent, right);
+    stranger = await enrollAgent(server, dir.path, 'enc-2');
+    await setPassphraseFile(stranger, wrong);
+    await agent.start();
+    await stranger.start();
+    data = join(dir.path, 'data');
+    await mkdir(data);
+    await writeFile(join(data, 'notes.txt'), `${marker}\n`.repeat(50_000));
+    await writeBigFile(join(data, 'blob.bin'), 60 * 1024 * 1024);
+    const plans = { plans: [
+      { id: 'enc', agent: 'enc-1', steps: [{ files: { paths: [data] } }] },
+      { id: 'enc-wrong', agent: 'enc-2', steps: [{ files: { paths: [data] } }] },
+    ] };
+    expect((await server.api('POST', '/v1/plans', plans)).status).toBe(200);
+  });
+
+  afterAll(async () => {
+    await agent?.proc?.kill();
+    await stranger?.proc?.kill();
+    await server?.proc.kill();
+    await dir?.cleanup();
+  });
+
+  it('stores encrypted, compressed chunks the store cannot read, and restores them', async () => {
+    const job = await backupNow(server, 'enc');
+    expect(job.status, JSON.stringify(job.error)).toBe('succeeded');
+    const store = join(server.dataDir, 'store');
+    for (const entry of await readdir(join(store, 'chunks'), { recursive: true, withFileTypes: true })) {
+      if (!entry.isFile()) continue;
+      expect((await readFile(join(entry.parentPath, entry.name))).includes(marker)).toBe(false);
+    }
+    const target = join(dir.path, 'restored');
+    const res = await server.admin(['restore', job.snapshotId!, '--agent', 'enc-1', '--to', target]);
+    expect(res.code, res.stderr).toBe(0);
+    expect(await describeTree(join(target, data.slice(1)))).toEqual(await describeTree(data));
+  });
+
+  it('refuses a wrong passphrase before any data moves', async () => {
+    const before = await storeBytes(join(server.dataDir, 'store'));
+    const job = await backupNow(server, 'enc-wrong');
+    expect(job.status).toBe('failed');
+    expect(job.error!.message).toMatch(/passphrase .* does not match/);
+    expect(await storeBytes(join(server.dataDir, 'store'))).toBe(before);
+  });
+
+  it('sends almost nothing when nothing changed', async () => {
+    const before = await storeBytes(join(server.dataDir, 'store'));
+    const job = await backupNow(server, 'enc');
+    expect(job.status).toBe('succeeded');
+    expect(sentBytes(job)).toBeLessThan(2 * 1024 * 1024);
+    // Only the new manifest (a few KiB) was added.
+    expect((await storeBytes(join(server.dataDir, 'store'))) - before).toBeLessThan(1024 * 1024);
+  });
+});
+
+describe('a connection cut at 60% costs only what was missing', () => {
+  let dir: Awaited<ReturnType<typeof tempDir>>;
+  let server: TestServer;
+  let agent: TestAgent;
+  const sockets = new Set<Socket>();
+  let proxy: ReturnType<typeof createServer>;
+
+  beforeAll(async () => {
+    dir = await tempDir('resume');
+    server = await startTestServer(join(dir.path, 'server'));
+    // The agent reaches the server through a proxy the test can cut.
+    const target = new URL(server.url);
+    proxy = createServer((client) => {
+      const upstream = new Socket();
+      upstream.connect(Number(target.port), target.hostname);
+      client.pipe(upstream).pipe(client);
+      for (const s of [client, upstream]) {
+        sockets.add(s);
+        s.on('close', () => sockets.delete(s));
+        s.on('error', () => undefined);
+      }
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', () => r()));
+    const proxied = { ...server, url: `http://127.0.0.1:${(proxy.address() as { port: number }).port}` };
+    agent = await enrollAgent(proxied, dir.path, 'resume-1');
+    const data = join(dir.path, 'data');
+    await mkdir(data);
+    await writeBigFile(join(data, 'big.bin'), 200 * 1024 * 1024);
+    expect((await server.api('POST', '/v1/plans', { plans: [{ id: 'resume', agent: 'resume-1', steps: [{ files: { paths: [data] } }] }] })).status).toBe(200);
+    await agent.start();
+  });
+
+  afterAll(async () => {
+    await agent?.proc?.kill();
+    proxy?.close();
+    for (const s of sockets) s.destroy();
+    await server?.proc.kill();
+    await dir?.cleanup();
+  });
+
+  it('fails the cut job, retries by itself when the agent is back, and sends only the rest', async () => {
+    const { body } = await server.api<{ job: JobLike }>('POST', '/v1/plans/resume/backup');
+    const total = 200 * 1024 * 1024;
+    await waitUntil(async () => ((await server.api<{ job: JobLike }>('GET', `/v1/jobs/${body.job.id}`)).body.job.progress?.bytes ?? 0) >= 0.6 * total, '60% uploaded', 60_000, 20);
+    for (const s of sockets) s.destroy();
+    const cut = await waitForJob(server, body.job.id);
+    expect(cut.status).toBe('failed');
+    expect(cut.error!.code).toBe('disconnected');
+    const durableAtCut = await storeBytes(join(server.dataDir, 'store/chunks'));
+    expect(durableAtCut).toBeGreaterThan(0.55 * total);
+
+    let retry: JobLike | undefined;
+    await waitUntil(async () => {
+      const jobs = (await server.api<{ jobs: JobLike[] }>('GET', '/v1/jobs?plan=resume')).body.jobs;
+      retry = jobs.find((j) => j.trigger === 'retry 1' && j.status === 'succeeded');
+      return !!retry;
+    }, 'the retry to succeed', 120_000, 200);
+    const snapshots = (await server.api<{ snapshots: unknown[] }>('GET', '/v1/snapshots?plan=resume')).body.snapshots;
+    expect(snapshots).toHaveLength(1);
+    // The retry sent what was not durable at the cut — give or take the chunks in flight (window × ≤8 MiB)
+    // and the stored form's few bytes of header per chunk — and nothing that was.
+    const sent = sentBytes(retry!);
+    const missing = total - durableAtCut;
+    expect(sent).toBeLessThan(missing + 8 * 1024 * 1024);
+    expect(sent).toBeGreaterThan(missing - 8 * 1024 * 1024);
+    expect(sent).toBeLessThan(0.45 * total);
+  });
+});
+
+describe('a full store', () => {
+  let dir: Awaited<ReturnType<typeof tempDir>>;
+  let server: TestServer;
+  let agent: TestAgent;
+  let storeDir: string;
+
+  beforeAll(async () => {
+    dir = await tempDir('full');
+    storeDir = join(dir.path, 'store');
+    await mkdir(storeDir);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=48m', 'tmpfs', storeDir]);
+    server = await startTestServer(join(dir.path, 'server'), 0, ['--store', storeDir]);
+    agent = await enrollAgent(server, dir.path, 'full-1');
+    await agent.start();
+  });
+
+  afterAll(async () => {
+    await agent?.proc?.kill();
+    await server?.proc.kill();
+    try {
+      execFileSync('umount', [storeDir]);
+    } catch {
+      /* not mounted */
+    }
+    await dir?.cleanup();
+  });
+
+  it('fails the job with "store full", records nothing, and keeps earlier snapshots restorable', async () => {
+    const small = join(dir.path, 'small');
+    const large = join(dir.path, 'large');
+    await mkdir(small);
+    await mkdir(large);
+    await writeBigFile(join(small, 'a.bin'), 8 * 1024 * 1024);
+    await writeBigFile(join(large, 'b.bin'), 80 * 1024 * 1024);
+    const plans = { plans: [
+      { id: 'small', agent: 'full-1', steps: [{ files: { paths: [small] } }] },
+      { id: 'large', agent: 'full-1', steps: [{ files: { paths: [large] } }] },
+    ] };
+    expect((await server.api('POST', '/v1/plans', plans)).status).toBe(200);
+    const first = await backupNow(server, 'small');
+    expect(first.status).toBe('succeeded');
+    const full = await backupNow(server, 'large');
+    expect(full.status).toBe('failed');
+    expect(full.error!.code).toBe('store_full');
+    expect(full.error!.message).toMatch(/store full/);
+    expect((await server.api<{ snapshots: unknown[] }>('GET', '/v1/snapshots?plan=large')).body.snapshots).toHaveLength(0);
+    const target = join(dir.path, 'restored');
+    const res = await server.admin(['restore', first.snapshotId!, '--agent', 'full-1', '--to', target]);
+    expect(res.code, res.stderr).toBe(0);
+    expect(await describeTree(join(target, small.slice(1)))).toEqual(await describeTree(small));
+  });
+});
