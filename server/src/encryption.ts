@@ -1,5 +1,5 @@
 import { EncryptionSettings, LifeboatError } from '@lifeboat/shared';
-import type { StoreBackend } from './store/backend.js';
+import type { StoreBackend } from '@lifeboat/shared';
 
 const KEY = 'config/encryption.json';
 

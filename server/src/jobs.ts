@@ -24,7 +24,7 @@ import {
 } from '@lifeboat/shared';
 import type { Catalog, JobRow, NewArtifact } from './catalog/catalog.js';
 import type { RepositoryEncryption } from './encryption.js';
-import type { StoreBackend } from './store/backend.js';
+import type { StoreBackend } from '@lifeboat/shared';
 import { ChunkStore } from './store/chunks.js';
 
 /** What the job service needs from the WebSocket hub (and nothing more). */

@@ -14,7 +14,7 @@ import { openCatalogDb } from './catalog/db.js';
 import { Hub, type HubOptions } from './hub/hub.js';
 import { JobService, type Clock } from './jobs.js';
 import { Scheduler } from './scheduler.js';
-import { FsBackend } from './store/fs-backend.js';
+import { FsBackend } from '@lifeboat/shared';
 
 export interface ServerOptions {
   dataDir: string;

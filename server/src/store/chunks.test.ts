@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { encodeChunk } from '@lifeboat/shared';
 import { ChunkStore, chunkKey } from './chunks.js';
-import { FsBackend } from './fs-backend.js';
+import { FsBackend } from '@lifeboat/shared';
 
 async function withStore(test: (chunks: ChunkStore, backend: FsBackend) => Promise<void>) {
   const dir = await mkdtemp(join(tmpdir(), 'lifeboat-chunks-'));

@@ -1,5 +1,5 @@
 import { Cipher, decodeChunk, LifeboatError, readChunkHeader } from '@lifeboat/shared';
-import type { StoreBackend } from './backend.js';
+import type { StoreBackend } from '@lifeboat/shared';
 
 export function chunkKey(id: string): string {
   return `chunks/${id.slice(0, 2)}/${id}`;

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
-import { LifeboatError } from '@lifeboat/shared';
+import { LifeboatError } from '../errors.js';
 import type { StoreBackend } from './backend.js';
 
 const TEMP_PREFIX = '.tmp-';
