@@ -1,16 +1,14 @@
 import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
 
-const src = (pkg: string) => fileURLToPath(new URL(`./${pkg}/src/index.ts`, import.meta.url));
-
 export default defineConfig({
   resolve: {
     // Unit tests run against the sources; end-to-end tests spawn the built programs.
-    alias: {
-      '@lifeboat/shared': src('shared'),
-      '@lifeboat/agent': src('agent'),
-      '@lifeboat/server': src('server'),
-    },
+    alias: [
+      // Subpath imports (e.g. @lifeboat/shared/chunk-codec) keep worker threads and small tools light.
+      { find: /^@lifeboat\/shared\/(.+)$/, replacement: fileURLToPath(new URL('./shared/src/$1.ts', import.meta.url)) },
+      { find: /^@lifeboat\/(shared|agent|server)$/, replacement: fileURLToPath(new URL('./$1/src/index.ts', import.meta.url)) },
+    ],
   },
   test: {
     include: ['{shared,agent,server}/src/**/*.test.ts', 'test/**/*.test.ts'],

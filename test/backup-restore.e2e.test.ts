@@ -69,7 +69,9 @@ describe('a files backup travels from one agent to the server and restores on an
 
   it(`keeps both processes under ${RSS_LIMIT / 1024 / 1024} MiB of RSS while moving the ${BIG_FILE_MIB} MiB file`, async () => {
     for (const proc of [server.proc, source.proc!, target.proc!]) {
-      expect(await proc.peakRss()).toBeLessThan(RSS_LIMIT);
+      const rss = await proc.peakRss();
+      console.log(`peak RSS ${proc === server.proc ? "server" : proc === source.proc ? "source agent" : "restore agent"}: ${(rss / 1048576).toFixed(1)} MiB`);
+      expect(rss).toBeLessThan(RSS_LIMIT);
     }
   });
 });

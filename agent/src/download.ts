@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { decodeChunk, DOWNLOAD_WINDOW, LifeboatError, newTransferId, type ArtifactForRestore, type ChunkKeys } from '@lifeboat/shared';
+import { decodeChunk, DOWNLOAD_WINDOW, GarbageMeter, LifeboatError, newTransferId, type ArtifactForRestore, type ChunkKeys } from '@lifeboat/shared';
 import type { ServerLink, TransferMessage } from './link.js';
 import type { JobContext } from './sources/source.js';
 
@@ -13,6 +13,7 @@ export function downloadArtifact(link: ServerLink, artifact: ArtifactForRestore,
   const transferId = newTransferId();
   const chunks = artifact.chunks;
   const sizes = new Map(chunks.map((c) => [c.id, c.size]));
+  const garbage = new GarbageMeter();
   const whole = createHash('sha256');
   /** Arrived chunks not yet emitted; a count because an artifact may hold the same chunk more than once. */
   const arrived = new Map<string, { data: Buffer; count: number }>();
@@ -71,6 +72,7 @@ export function downloadArtifact(link: ServerLink, artifact: ArtifactForRestore,
     onFrame(chunkId, stored) {
       const size = sizes.get(chunkId);
       if (size === undefined) return fail(new LifeboatError('protocol', `the server sent chunk ${chunkId}, which artifact ${artifact.name} does not hold`));
+      garbage.add(stored.length * 2);
       let data: Buffer;
       try {
         data = decodeChunk(stored, chunkId, size, keys);

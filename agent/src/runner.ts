@@ -92,7 +92,7 @@ export class JobRunner {
     let chunks = 0;
     // In the plan's order: dumps before files, as the plan (or the recipe) says.
     for (const [index, task] of tasks.entries()) {
-      const artifact = await sourceFor(task.kind).backup(task.options as never, ctx);
+      const artifact = await (await sourceFor(task.kind)).backup(task.options as never, ctx);
       ctx.log.info(`artifact ${index + 1}/${tasks.length}: ${task.kind} ${artifact.name}`);
       const result = await uploadArtifact(this.link, index, artifact, ctx, { compressionLevel: 3, keys });
       total += result.size;
@@ -109,7 +109,7 @@ export class JobRunner {
     const preserveOwner = job.preserveOwner && process.getuid?.() === 0;
     const keys = this.keyring.forJob();
     // Every artifact must have somewhere to go before the first byte is written.
-    const plan = job.artifacts.map((artifact) => ({ artifact, target: targetFor(artifact.kind, job.targets) }));
+    const plan = await Promise.all(job.artifacts.map(async (artifact) => ({ artifact, target: await targetFor(artifact.kind, job.targets) })));
     const summaries: string[] = [];
     const skipped: string[] = [];
     let dirUsed = false;
@@ -118,7 +118,7 @@ export class JobRunner {
       // The emptiness check applies to the directory as the restore found it, not to what an earlier artifact wrote.
       const effective = target.kind === 'dir' && dirUsed ? { ...target, force: true } : target;
       if (target.kind === 'dir') dirUsed = true;
-      const result = await sourceFor(artifact.kind).restore(input, effective, { preserveOwner, artifact }, ctx);
+      const result = await (await sourceFor(artifact.kind)).restore(input, effective, { preserveOwner, artifact }, ctx);
       summaries.push(result.summary);
       skipped.push(...result.skipped);
     }

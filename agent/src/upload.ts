@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
 import {
   ContentDefinedChunker,
-  encodeChunk,
   encodeFrameHeader,
   FrameKind,
+  GarbageMeter,
   LifeboatError,
   newTransferId,
   UPLOAD_WINDOW,
@@ -11,6 +11,7 @@ import {
   type RepositoryKeys,
   type EncodedChunk,
 } from '@lifeboat/shared';
+import { sharedEncoder } from './encoder-pool.js';
 import type { ServerLink, TransferMessage } from './link.js';
 import type { BackupStream, JobContext } from './sources/source.js';
 
@@ -22,6 +23,9 @@ export interface UploadOptions {
 }
 
 export const DEFAULT_UPLOAD_OPTIONS: UploadOptions = { compressionLevel: 3, keys: null };
+
+/** Chunks handed to the encoder ahead of the one being offered. */
+const ENCODE_AHEAD = 3;
 
 export interface UploadResult {
   artifactId: string;
@@ -121,12 +125,23 @@ export async function uploadArtifact(
     check();
   };
 
-  const offer = async (plain: Buffer) => {
-    await waitUntil(() => unsettled < UPLOAD_WINDOW);
+  const encode = sharedEncoder();
+  /** Chunks being encoded, in stream order: a few at once keep the worker threads busy. */
+  const encoding: Promise<EncodedChunk>[] = [];
+  const cut = async (plain: Buffer) => {
     whole.update(plain);
-    const chunk = encodeChunk(plain, { level: options.compressionLevel, keys: options.keys });
     size += plain.length;
     chunks++;
+    const pending = encode(plain, options.compressionLevel, options.keys);
+    pending.catch(() => undefined);
+    encoding.push(pending);
+    while (encoding.length >= ENCODE_AHEAD) await offer(await encoding.shift()!);
+  };
+
+  const garbage = new GarbageMeter();
+  const offer = async (chunk: EncodedChunk) => {
+    garbage.add(chunk.size + chunk.stored.length);
+    await waitUntil(() => unsettled < UPLOAD_WINDOW);
     unsettled++;
     const entry = offered.get(chunk.id);
     if (entry) entry.count++;
@@ -139,9 +154,10 @@ export async function uploadArtifact(
   try {
     for await (const piece of artifact.stream as AsyncIterable<Buffer>) {
       check();
-      for (const plain of chunker.push(piece)) await offer(plain);
+      for (const plain of chunker.push(piece)) await cut(plain);
     }
-    for (const plain of chunker.finish()) await offer(plain);
+    for (const plain of chunker.finish()) await cut(plain);
+    while (encoding.length) await offer(await encoding.shift()!);
     // The source's own verdict (exit code, signal, truncation) decides, not the stream having ended.
     const metadata = await artifact.metadata;
     await waitUntil(() => unsettled === 0);

@@ -5,8 +5,9 @@ import {
   ArtifactMetadata,
   decodeFrame,
   describeError,
-  encodeFrame,
+  encodeFrameHeader,
   FrameKind,
+  GarbageMeter,
   LifeboatError,
   newId,
   parseDuration,
@@ -31,7 +32,7 @@ import { ChunkStore } from './store/chunks.js';
 export interface AgentLink {
   isOnline(agentId: string): boolean;
   send<K extends keyof typeof ServerMessages & string>(agentId: string, type: K, payload: PayloadOf<typeof ServerMessages, K>): boolean;
-  sendBinary(agentId: string, data: Buffer): boolean;
+  sendBinary(agentId: string, header: Buffer, data: Buffer): boolean;
 }
 
 export type Clock = () => number;
@@ -92,6 +93,7 @@ export class JobService {
   private readonly live = new Map<string, LiveJob>();
   private readonly uploads = new Map<string, LiveJob>();
   private readonly chunks: ChunkStore;
+  private readonly garbage = new GarbageMeter();
   private link: AgentLink | null = null;
 
   constructor(
@@ -325,6 +327,7 @@ export class JobService {
         if (this.encryption.current && readChunkHeader(frame.data).cipher !== Cipher.Aes256Gcm) {
           throw new LifeboatError('integrity', 'this repository is encrypted; an unencrypted chunk was refused');
         }
+        this.garbage.add(frame.data.length * 2);
         await this.chunks.put(frame.chunkId, frame.data, size);
         upload.pending--;
         this.link?.send(agentId, 'chunk.ack', { uploadId: upload.uploadId, chunkId: frame.chunkId });
@@ -381,7 +384,8 @@ export class JobService {
       if (!live.allowedChunks.has(chunkId)) throw new LifeboatError('protocol', `chunk ${chunkId} is not part of the snapshot job ${p.jobId} restores`);
       try {
         const data = await this.chunks.get(chunkId, live.allowedChunks.get(chunkId) ?? null);
-        this.link?.sendBinary(agentId, encodeFrame(FrameKind.Download, p.transferId, chunkId, data));
+        this.garbage.add(data.length * 2);
+        this.link?.sendBinary(agentId, encodeFrameHeader(FrameKind.Download, p.transferId, chunkId), data);
       } catch (err) {
         this.link?.send(agentId, 'chunk.missing', { jobId: p.jobId, transferId: p.transferId, chunkId, error: describeError(err) });
       }

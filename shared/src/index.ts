@@ -8,7 +8,10 @@ export * from './frames.js';
 export * from './ids.js';
 export * from './keys.js';
 export * from './log.js';
+export * from './memory.js';
 export * from './plan.js';
 export * from './protocol.js';
 
 export const LIFEBOAT_VERSION = '0.1.0';
+export * from './store/backend.js';
+export * from './store/fs-backend.js';

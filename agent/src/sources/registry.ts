@@ -1,26 +1,23 @@
 import { LifeboatError, stepKind, type ArtifactKind, type RestoreTarget, type Step } from '@lifeboat/shared';
-import { commandSource } from './command.js';
-import { filesSource } from './files.js';
-import { mysqlSource } from './mysql.js';
-import { postgresGlobalsSource } from './postgres-globals.js';
-import { postgresSource } from './postgres.js';
-import { sqliteSource } from './sqlite.js';
 import type { Source } from './source.js';
 
-/** One line per source: a new database type is one new file and one line here. */
-const sources: Record<ArtifactKind, Source<never>> = {
-  postgres: postgresSource as Source<never>,
-  'postgres-globals': postgresGlobalsSource as Source<never>,
-  mysql: mysqlSource as Source<never>,
-  sqlite: sqliteSource as Source<never>,
-  command: commandSource as Source<never>,
-  files: filesSource as Source<never>,
+/**
+ * One line per source: a new database type is one new file and one line here. Sources load on first use, so
+ * an agent that only archives files never loads the database clients (memory on small VMs).
+ */
+const sources: Record<ArtifactKind, () => Promise<Source<never>>> = {
+  postgres: async () => (await import('./postgres.js')).postgresSource as Source<never>,
+  'postgres-globals': async () => (await import('./postgres-globals.js')).postgresGlobalsSource as Source<never>,
+  mysql: async () => (await import('./mysql.js')).mysqlSource as Source<never>,
+  sqlite: async () => (await import('./sqlite.js')).sqliteSource as Source<never>,
+  command: async () => (await import('./command.js')).commandSource as Source<never>,
+  files: async () => (await import('./files.js')).filesSource as Source<never>,
 };
 
-export function sourceFor(kind: ArtifactKind): Source<never> {
-  const source = sources[kind] as Source<never> | undefined;
-  if (!source) throw new LifeboatError('bad_request', `this agent cannot handle "${kind}" artifacts; upgrade it`);
-  return source;
+export async function sourceFor(kind: ArtifactKind): Promise<Source<never>> {
+  const load = sources[kind] as (() => Promise<Source<never>>) | undefined;
+  if (!load) throw new LifeboatError('bad_request', `this agent cannot handle "${kind}" artifacts; upgrade it`);
+  return load();
 }
 
 /** One artifact to produce: which source, with which options. */
@@ -38,8 +35,8 @@ export function artifactTasks(step: Step): ArtifactTask[] {
 }
 
 /** The target an artifact restores into: the first of its source's preferred kinds that the request names. */
-export function targetFor(kind: ArtifactKind, targets: readonly RestoreTarget[]): RestoreTarget {
-  const source = sourceFor(kind);
+export async function targetFor(kind: ArtifactKind, targets: readonly RestoreTarget[]): Promise<RestoreTarget> {
+  const source = await sourceFor(kind);
   for (const wanted of source.targets) {
     const target = targets.find((t) => t.kind === wanted);
     if (target) return target;

@@ -106,8 +106,8 @@ export class Hub implements AgentLink {
     return session ? session.sendText(encodeMessage(ServerMessages, type, payload)) : false;
   }
 
-  sendBinary(agentId: string, data: Buffer): boolean {
-    return this.sessions.get(agentId)?.sendBinary(data) ?? false;
+  sendBinary(agentId: string, header: Buffer, data: Buffer): boolean {
+    return this.sessions.get(agentId)?.sendBinary(header, data) ?? false;
   }
 
   /** Plans changed: every connected agent they concern gets its full list again. */

@@ -131,9 +131,11 @@ export class AgentSession {
     return true;
   }
 
-  sendBinary(data: Buffer): boolean {
+  /** One binary message sent as two fragments, so the chunk is never copied behind its header. */
+  sendBinary(header: Buffer, data: Buffer): boolean {
     if (this.ws.readyState !== this.ws.OPEN) return false;
-    this.ws.send(data, { binary: true });
+    this.ws.send(header, { binary: true, fin: false });
+    this.ws.send(data, { binary: true, fin: true });
     return true;
   }
 

@@ -1,0 +1,47 @@
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+
+/**
+ * Chunks flow through as large Buffers that die young, but V8 frees their memory only when it collects, and it
+ * collects late when the JS heap itself is small: a backup's RSS would climb with garbage. A minor collection
+ * every few MiB processed releases it cheaply (about a millisecond), and a major one now and then releases the
+ * buffers that lived long enough to be promoted, keeping RSS flat whatever the data size.
+ */
+type Gc = (options?: { type?: 'minor' | 'major'; execution?: 'sync' | 'async' }) => void;
+
+let gc: Gc | null | undefined;
+
+function collector(): Gc | null {
+  if (gc === undefined) {
+    try {
+      setFlagsFromString('--expose-gc');
+      gc = runInNewContext('gc') as Gc;
+    } catch {
+      gc = null;
+    }
+  }
+  return gc;
+}
+
+const MINOR_EVERY_BYTES = 16 * 1024 * 1024;
+/** Buffers that waited for an acknowledgement across collections end up in the old generation: sweep it too. */
+const MAJOR_EVERY_BYTES = 128 * 1024 * 1024;
+
+/** Counts bytes of buffers that became garbage and collects every few MiB of them. */
+export class GarbageMeter {
+  private minor = 0;
+  private major = 0;
+
+  add(bytes: number): void {
+    this.minor += bytes;
+    this.major += bytes;
+    if (this.major >= MAJOR_EVERY_BYTES) {
+      this.major = 0;
+      this.minor = 0;
+      collector()?.({ type: 'major' });
+    } else if (this.minor >= MINOR_EVERY_BYTES) {
+      this.minor = 0;
+      collector()?.({ type: 'minor' });
+    }
+  }
+}
