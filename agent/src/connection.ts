@@ -215,12 +215,10 @@ export class Connection implements ServerLink {
     if (this.ws) this.sendRaw(this.ws, type, payload);
   }
 
-  sendBinary(header: Buffer, data: Buffer): Promise<void> {
+  sendBinary(frame: Buffer): Promise<void> {
     const ws = this.ws;
     if (!ws || ws.readyState !== WebSocket.OPEN) return Promise.reject(new Error('not connected to the server'));
-    // Two fragments of one message: the chunk is never copied behind its header.
-    ws.send(header, { binary: true, fin: false });
-    return new Promise((resolve, reject) => ws.send(data, { binary: true, fin: true }, (err) => (err ? reject(err) : resolve())));
+    return new Promise((resolve, reject) => ws.send(frame, { binary: true }, (err) => (err ? reject(err) : resolve())));
   }
 
   subscribe(transferId: string, handler: TransferHandler): () => void {

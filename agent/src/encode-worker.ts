@@ -8,6 +8,7 @@ export interface EncodeTask {
   seq: number;
   plain: Uint8Array;
   level: number;
+  headroom: number;
   keys: { encryption: Uint8Array; id: Uint8Array } | null;
 }
 
@@ -19,17 +20,17 @@ export interface EncodeResult {
   error?: string;
 }
 
-const garbage = new GarbageMeter();
+// Everything a worker allocates is garbage right after the chunk goes back: collect often, it is cheap here.
+const garbage = new GarbageMeter(4 * 1024 * 1024, 64 * 1024 * 1024);
 
 parentPort?.on('message', (task: EncodeTask) => {
   garbage.add(task.plain.byteLength * 2);
   try {
     const keys = task.keys ? { encryption: Buffer.from(task.keys.encryption), id: Buffer.from(task.keys.id) } : null;
-    const chunk = encodeChunk(Buffer.from(task.plain.buffer, task.plain.byteOffset, task.plain.byteLength), { level: task.level, keys });
-    // A fresh buffer of its own can be transferred without copying.
-    const stored = chunk.stored.byteOffset === 0 && chunk.stored.byteLength === chunk.stored.buffer.byteLength ? chunk.stored : Buffer.from(chunk.stored);
-    const result: EncodeResult = { seq: task.seq, id: chunk.id, size: chunk.size, stored };
-    parentPort!.postMessage(result, [stored.buffer as ArrayBuffer]);
+    const chunk = encodeChunk(Buffer.from(task.plain.buffer, task.plain.byteOffset, task.plain.byteLength), { level: task.level, keys, headroom: task.headroom });
+    // The stored chunk sits in a buffer of its own (after the headroom): moved back without a copy.
+    const result: EncodeResult = { seq: task.seq, id: chunk.id, size: chunk.size, stored: chunk.stored };
+    parentPort!.postMessage(result, [chunk.stored.buffer as ArrayBuffer]);
   } catch (err) {
     parentPort!.postMessage({ seq: task.seq, error: (err as Error).message } satisfies EncodeResult);
   }

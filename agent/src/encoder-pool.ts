@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { encodeChunk, LifeboatError, type ChunkKeys, type EncodedChunk } from '@lifeboat/shared';
+import { encodeChunk, FRAME_HEADER_BYTES, LifeboatError, type ChunkKeys, type EncodedChunk } from '@lifeboat/shared';
 import type { EncodeResult, EncodeTask } from './encode-worker.js';
 
 /**
@@ -18,7 +18,8 @@ export class EncoderPool {
   private constructor(size: number) {
     const url = new URL('./encode-worker.js', import.meta.url);
     for (let i = 0; i < size; i++) {
-      const worker = new Worker(url);
+      // A small young generation makes the worker collect its dead chunk buffers soon after each one.
+      const worker = new Worker(url, { resourceLimits: { maxYoungGenerationSizeMb: 4 } });
       worker.unref();
       worker.on('message', (result: EncodeResult) => this.settle(result));
       worker.on('error', (err) => this.failAll(err));
@@ -35,14 +36,15 @@ export class EncoderPool {
 
   encode(plain: Buffer, level: number, keys: ChunkKeys | null): Promise<EncodedChunk> {
     const seq = this.seq++;
-    // Copy into a buffer of its own: the chunker's output may share memory with the rest of the stream.
-    const copy = new Uint8Array(plain.length);
-    copy.set(plain);
-    const task: EncodeTask = { seq, plain: copy, level, keys: keys ? { encryption: keys.encryption, id: keys.id } : null };
+    // The chunker hands out buffers of their own, moved to the worker without a copy (`plain` is unusable after).
+    // Anything else (a view into a larger buffer) is copied first.
+    const ownsBuffer = plain.byteOffset === 0 && plain.byteLength === plain.buffer.byteLength && !(plain.buffer instanceof SharedArrayBuffer);
+    const copy = ownsBuffer ? new Uint8Array(plain.buffer, 0, plain.byteLength) : Uint8Array.from(plain);
+    const task: EncodeTask = { seq, plain: copy, level, headroom: FRAME_HEADER_BYTES, keys: keys ? { encryption: keys.encryption, id: keys.id } : null };
     const worker = this.workers[this.next++ % this.workers.length]!;
     return new Promise((resolve, reject) => {
       this.pending.set(seq, { resolve, reject });
-      worker.postMessage(task, [copy.buffer]);
+      worker.postMessage(task, [copy.buffer as ArrayBuffer]);
     });
   }
 
@@ -64,7 +66,7 @@ export class EncoderPool {
   }
 }
 
-/** Encodes with the pool when there is one, inline otherwise. */
+/** Encodes with the pool when there is one, inline otherwise; stored chunks leave room for a frame header in front. */
 export function encoder(pool: EncoderPool | null): (plain: Buffer, level: number, keys: ChunkKeys | null) => Promise<EncodedChunk> {
   return pool ? (plain, level, keys) => pool.encode(plain, level, keys) : async (plain, level, keys) => encodeChunk(plain, { level, keys });
 }

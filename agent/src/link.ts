@@ -3,8 +3,8 @@ import type { AgentMessages, PayloadOf, ServerMessages } from '@lifeboat/shared'
 /** What uploads, downloads and jobs need from the connection to the server. */
 export interface ServerLink {
   send<K extends keyof typeof AgentMessages & string>(type: K, payload: PayloadOf<typeof AgentMessages, K>): void;
-  /** Sends a binary frame; resolves once the socket has taken it (so callers can respect its buffer). */
-  sendBinary(header: Buffer, data: Buffer): Promise<void>;
+  /** Sends one binary frame (already assembled); resolves once the socket has taken it. */
+  sendBinary(frame: Buffer): Promise<void>;
   /** Routes server messages about one transfer (upload or restore) to its handler until it unsubscribes. */
   subscribe(transferId: string, handler: TransferHandler): () => void;
 }

@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
 import {
   ContentDefinedChunker,
-  encodeFrameHeader,
+  encodeFrame,
+  frameInHeadroom,
   FrameKind,
   GarbageMeter,
   LifeboatError,
@@ -25,7 +26,7 @@ export interface UploadOptions {
 export const DEFAULT_UPLOAD_OPTIONS: UploadOptions = { compressionLevel: 3, keys: null };
 
 /** Chunks handed to the encoder ahead of the one being offered. */
-const ENCODE_AHEAD = 3;
+const ENCODE_AHEAD = 2;
 
 export interface UploadResult {
   artifactId: string;
@@ -90,7 +91,9 @@ export async function uploadArtifact(
           }
           sentBytes += entry.chunk.stored.length;
           sentChunks++;
-          link.sendBinary(encodeFrameHeader(FrameKind.Upload, uploadId, entry.chunk.id), entry.chunk.stored).catch((err: Error) => {
+          // Encoded with headroom for the frame header: the frame is the same memory, no copy.
+          const frame = frameInHeadroom(FrameKind.Upload, uploadId, entry.chunk.id, entry.chunk.stored) ?? encodeFrame(FrameKind.Upload, uploadId, entry.chunk.id, entry.chunk.stored);
+          link.sendBinary(frame).catch((err: Error) => {
             failure = new LifeboatError('upload_failed', `sending a chunk failed: ${err.message}`);
             notify();
           });

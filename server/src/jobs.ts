@@ -93,7 +93,7 @@ export class JobService {
   private readonly live = new Map<string, LiveJob>();
   private readonly uploads = new Map<string, LiveJob>();
   private readonly chunks: ChunkStore;
-  private readonly garbage = new GarbageMeter();
+  private readonly garbage = new GarbageMeter(8 * 1024 * 1024);
   private link: AgentLink | null = null;
 
   constructor(

@@ -36,6 +36,8 @@ export interface EncodeOptions {
   /** zstd level; 0 stores uncompressed. */
   level: number;
   keys?: ChunkKeys | null;
+  /** Free bytes to leave before the stored chunk, so a frame header can be written in front without a copy. */
+  headroom?: number;
 }
 
 export interface EncodedChunk {
@@ -68,12 +70,25 @@ export function encodeChunk(plain: Buffer, options: EncodeOptions): EncodedChunk
   header[4] = compression;
   header[5] = options.keys ? Cipher.Aes256Gcm : Cipher.None;
   header.writeUInt32LE(plain.length, 8);
-  if (!options.keys) return { id, size: plain.length, stored: Buffer.concat([header, payload]) };
+  const headroom = options.headroom ?? 0;
+  // One allocation holds headroom, header and payload: chunks pass at full speed, and copies cost memory.
+  if (!options.keys) {
+    const out = Buffer.allocUnsafe(headroom + HEADER_BYTES + payload.length);
+    header.copy(out, headroom);
+    payload.copy(out, headroom + HEADER_BYTES);
+    return { id, size: plain.length, stored: out.subarray(headroom) };
+  }
   const nonce = randomBytes(NONCE_BYTES);
   const cipher = createCipheriv('aes-256-gcm', options.keys.encryption, nonce);
   cipher.setAAD(Buffer.concat([header, Buffer.from(id, 'hex')]));
-  const body = Buffer.concat([cipher.update(payload), cipher.final()]);
-  return { id, size: plain.length, stored: Buffer.concat([header, nonce, body, cipher.getAuthTag()]) };
+  const out = Buffer.allocUnsafe(headroom + HEADER_BYTES + NONCE_BYTES + payload.length + TAG_BYTES);
+  header.copy(out, headroom);
+  nonce.copy(out, headroom + HEADER_BYTES);
+  let at = headroom + HEADER_BYTES + NONCE_BYTES;
+  at += cipher.update(payload).copy(out, at);
+  at += cipher.final().copy(out, at);
+  cipher.getAuthTag().copy(out, at);
+  return { id, size: plain.length, stored: out.subarray(headroom) };
 }
 
 export interface ChunkHeader {

@@ -36,57 +36,77 @@ function spreadMask(count: number): number {
   return mask >>> 0;
 }
 
-/** Where the next chunk ends within `data[start..end)`, or -1 if no cut point before `end` (and end-start < max). */
-export function findCutPoint(data: Uint8Array, start: number, end: number): number {
-  const length = end - start;
-  if (length <= CHUNK_MIN) return -1;
-  const normal = start + Math.min(CHUNK_AVG, length);
-  const limit = start + Math.min(CHUNK_MAX, length);
-  let hash = 0;
-  let i = start + CHUNK_MIN;
-  for (; i < normal; i++) {
-    hash = ((hash << 1) + GEAR[data[i]!]!) >>> 0;
-    if ((hash & MASK_SMALL) === 0) return i + 1;
-  }
-  for (; i < limit; i++) {
-    hash = ((hash << 1) + GEAR[data[i]!]!) >>> 0;
-    if ((hash & MASK_LARGE) === 0) return i + 1;
-  }
-  return limit - start === CHUNK_MAX ? limit : -1;
-}
-
 /**
  * Feeds a stream through the cutter: `push` returns the chunks completed so far, `finish` the rest.
- * Memory: at most one maximum-size chunk is held (plus the piece being pushed).
+ * The rolling hash runs across pieces, so pieces are never concatenated: each byte is copied once into a
+ * reused accumulator, and each chunk is one fresh buffer of its exact size (which can be handed to a worker
+ * thread without another copy). Memory: one maximum-size accumulator.
  */
 export class ContentDefinedChunker {
-  private buffer: Buffer = Buffer.alloc(0);
+  private readonly accumulator = Buffer.allocUnsafe(CHUNK_MAX);
+  private length = 0;
+  private hash = 0;
 
-  push(piece: Buffer): Buffer[] {
-    this.buffer = this.buffer.length === 0 ? piece : Buffer.concat([this.buffer, piece]);
+  push(piece: Uint8Array): Buffer[] {
     const chunks: Buffer[] = [];
-    let start = 0;
-    for (;;) {
-      const cut = findCutPoint(this.buffer, start, this.buffer.length);
-      if (cut < 0) break;
-      chunks.push(this.buffer.subarray(start, cut));
-      start = cut;
+    let offset = 0;
+    while (offset < piece.length) {
+      const { consumed, cut } = this.scan(piece, offset);
+      this.accumulator.set(piece.subarray(offset, offset + consumed), this.length);
+      this.length += consumed;
+      offset += consumed;
+      if (cut) chunks.push(this.emit());
     }
-    // Keep the tail in a buffer of its own, so the emitted chunks do not pin a large concatenation in memory.
-    this.buffer = start === 0 ? this.buffer : Buffer.from(this.buffer.subarray(start));
     return chunks;
   }
 
   finish(): Buffer[] {
-    const chunks: Buffer[] = [];
-    let start = 0;
-    while (start < this.buffer.length) {
-      const cut = findCutPoint(this.buffer, start, this.buffer.length);
-      const end = cut < 0 ? this.buffer.length : cut;
-      chunks.push(this.buffer.subarray(start, end));
-      start = end;
+    return this.length > 0 ? [this.emit()] : [];
+  }
+
+  /** How many bytes of `piece` (from `offset`) belong to the current chunk, and whether the chunk ends there. */
+  private scan(piece: Uint8Array, offset: number): { consumed: number; cut: boolean } {
+    const available = piece.length - offset;
+    // Bytes before the minimum size are never a cut point: copy them without hashing.
+    if (this.length < CHUNK_MIN) {
+      const skip = Math.min(available, CHUNK_MIN - this.length);
+      if (skip === available || this.length + skip < CHUNK_MIN) return { consumed: skip, cut: false };
+      const rest = this.scanHashed(piece, offset + skip, this.length + skip);
+      return { consumed: skip + rest.consumed, cut: rest.cut };
     }
-    this.buffer = Buffer.alloc(0);
-    return chunks;
+    return this.scanHashed(piece, offset, this.length);
+  }
+
+  /** Hashes from `from` (the chunk being `lengthAtFrom` bytes long there) to a cut point or the piece's end. */
+  private scanHashed(piece: Uint8Array, from: number, lengthAtFrom: number): { consumed: number; cut: boolean } {
+    let hash = this.hash;
+    let i = from;
+    // Two tight loops (harder mask up to the average size, easier after) rather than a test per byte.
+    const smallEnd = Math.min(piece.length, from + Math.max(0, CHUNK_AVG - lengthAtFrom));
+    for (; i < smallEnd; i++) {
+      hash = ((hash << 1) + GEAR[piece[i]!]!) >>> 0;
+      if ((hash & MASK_SMALL) === 0) return this.cutAt(i + 1 - from);
+    }
+    const largeEnd = Math.min(piece.length, from + (CHUNK_MAX - lengthAtFrom));
+    for (; i < largeEnd; i++) {
+      hash = ((hash << 1) + GEAR[piece[i]!]!) >>> 0;
+      if ((hash & MASK_LARGE) === 0) return this.cutAt(i + 1 - from);
+    }
+    if (lengthAtFrom + (i - from) === CHUNK_MAX) return this.cutAt(i - from);
+    this.hash = hash;
+    return { consumed: i - from, cut: false };
+  }
+
+  private cutAt(consumed: number): { consumed: number; cut: boolean } {
+    this.hash = 0;
+    return { consumed, cut: true };
+  }
+
+  private emit(): Buffer {
+    const chunk = Buffer.allocUnsafe(this.length);
+    this.accumulator.copy(chunk, 0, 0, this.length);
+    this.length = 0;
+    this.hash = 0;
+    return chunk;
   }
 }

@@ -61,3 +61,14 @@ export function decodeFrame(buf: Buffer): DecodedFrame {
     frame: { kind, transferId: bytesToUuid(buf.subarray(2, 18)), chunkId: buf.subarray(18, 50).toString('hex'), data },
   };
 }
+
+/**
+ * The whole frame for a stored chunk that was encoded with FRAME_HEADER_BYTES of headroom in front of it
+ * (chunk-codec's `headroom`): the header is written into that room, and nothing is copied.
+ */
+export function frameInHeadroom(kind: FrameKind, transferId: string, chunkId: string, stored: Buffer): Buffer | null {
+  if (stored.byteOffset < FRAME_HEADER_BYTES) return null;
+  const frame = Buffer.from(stored.buffer, stored.byteOffset - FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + stored.length);
+  encodeFrameHeader(kind, transferId, chunkId).copy(frame, 0);
+  return frame;
+}

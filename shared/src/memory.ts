@@ -25,21 +25,26 @@ function collector(): Gc | null {
 
 const MINOR_EVERY_BYTES = 16 * 1024 * 1024;
 /** Buffers that waited for an acknowledgement across collections end up in the old generation: sweep it too. */
-const MAJOR_EVERY_BYTES = 128 * 1024 * 1024;
+const MAJOR_EVERY_BYTES = 48 * 1024 * 1024;
 
 /** Counts bytes of buffers that became garbage and collects every few MiB of them. */
 export class GarbageMeter {
   private minor = 0;
   private major = 0;
 
+  constructor(
+    private readonly minorEvery = MINOR_EVERY_BYTES,
+    private readonly majorEvery = MAJOR_EVERY_BYTES,
+  ) {}
+
   add(bytes: number): void {
     this.minor += bytes;
     this.major += bytes;
-    if (this.major >= MAJOR_EVERY_BYTES) {
+    if (this.major >= this.majorEvery) {
       this.major = 0;
       this.minor = 0;
       collector()?.({ type: 'major' });
-    } else if (this.minor >= MINOR_EVERY_BYTES) {
+    } else if (this.minor >= this.minorEvery) {
       this.minor = 0;
       collector()?.({ type: 'minor' });
     }
