@@ -1,3 +1,4 @@
+import { createHash, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import type { StoreBackend } from './backend.js';
 
@@ -57,5 +58,116 @@ export function storeBackendConformance(name: string, open: () => Promise<{ back
         await cleanup();
       }
     });
+
+    it('refuses escaping keys in every method with bad_request', async () => {
+      const { backend, cleanup } = await open();
+      try {
+        for (const key of ['../x', 'chunks/../../x', '/etc/passwd', '', 'a//b', 'chunks/./x', 'x/']) {
+          await expect(backend.put(key, Buffer.from('x'))).rejects.toMatchObject({ code: 'bad_request' });
+          await expect(backend.has(key)).rejects.toMatchObject({ code: 'bad_request' });
+          await expect(backend.get(key)).rejects.toMatchObject({ code: 'bad_request' });
+          await expect(backend.delete(key)).rejects.toMatchObject({ code: 'bad_request' });
+        }
+      } finally {
+        await cleanup();
+      }
+    });
+
+    it('stores chunk-layout keys and an empty object', async () => {
+      const { backend, cleanup } = await open();
+      try {
+        const id = createHash('sha256').update('a chunk').digest('hex');
+        const key = `chunks/${id.slice(0, 2)}/${id}`;
+        expect(await backend.has(key)).toBe(false);
+        await backend.put(key, Buffer.from('a chunk'));
+        expect(await backend.has(key)).toBe(true);
+        expect((await backend.get(key)).toString()).toBe('a chunk');
+        await backend.put('snapshots/snap_empty.json', Buffer.alloc(0));
+        expect(await backend.has('snapshots/snap_empty.json')).toBe(true);
+        expect((await backend.get('snapshots/snap_empty.json')).length).toBe(0);
+      } finally {
+        await cleanup();
+      }
+    });
+
+    it('round-trips a largest chunk (8 MiB plus a header) byte for byte', async () => {
+      const { backend, cleanup } = await open();
+      try {
+        const bytes = randomBytes(8 * 1024 * 1024 + 64);
+        await backend.put('chunks/ff/large', bytes);
+        const back = await backend.get('chunks/ff/large');
+        expect(back.length).toBe(bytes.length);
+        expect(back.equals(bytes)).toBe(true);
+      } finally {
+        await cleanup();
+      }
+    });
+
+    it('replaces an object wholly when overwritten with a shorter one', async () => {
+      const { backend, cleanup } = await open();
+      try {
+        await backend.put('snapshots/s.json', Buffer.from('a much longer first version'));
+        await backend.put('snapshots/s.json', Buffer.from('short'));
+        expect((await backend.get('snapshots/s.json')).toString()).toBe('short');
+      } finally {
+        await cleanup();
+      }
+    });
+
+    it('survives concurrent puts of the same chunk', async () => {
+      const { backend, cleanup } = await open();
+      try {
+        // Two agents uploading the same content-addressed chunk at once is the normal case.
+        const bytes = randomBytes(1024 * 1024);
+        const key = `chunks/${createHash('sha256').update(bytes).digest('hex').slice(0, 2)}/${createHash('sha256').update(bytes).digest('hex')}`;
+        await Promise.all(Array.from({ length: 8 }, () => backend.put(key, bytes)));
+        expect((await backend.get(key)).equals(bytes)).toBe(true);
+        const keys: string[] = [];
+        for await (const k of backend.list('chunks/')) keys.push(k);
+        expect(keys).toEqual([key]);
+      } finally {
+        await cleanup();
+      }
+    });
+
+    it('lists more than a thousand keys, each exactly once', async () => {
+      const { backend, cleanup } = await open();
+      try {
+        const expected: string[] = [];
+        for (let i = 0; i < 1100; i++) {
+          const id = createHash('sha256').update(`chunk ${i}`).digest('hex');
+          expected.push(`chunks/${id.slice(0, 2)}/${id}`);
+        }
+        await inBatches(expected, 16, (key) => backend.put(key, Buffer.from(key)));
+        await backend.put('snapshots/s1.json', Buffer.from('{}'));
+        const keys: string[] = [];
+        for await (const k of backend.list('chunks/')) keys.push(k);
+        expect(keys.length).toBe(expected.length);
+        expect([...keys].sort()).toEqual([...expected].sort());
+        const all: string[] = [];
+        for await (const k of backend.list('')) all.push(k);
+        expect(all.length).toBe(expected.length + 1);
+        const underAb: string[] = [];
+        for await (const k of backend.list('chunks/ab/')) underAb.push(k);
+        expect(underAb.sort()).toEqual(expected.filter((k) => k.startsWith('chunks/ab/')).sort());
+      } finally {
+        await cleanup();
+      }
+    });
+
+    it('answers has() false and delete() quietly for keys under prefixes that never existed', async () => {
+      const { backend, cleanup } = await open();
+      try {
+        expect(await backend.has('never/was/here')).toBe(false);
+        await backend.delete('never/was/here');
+        await expect(backend.get('never/was/here')).rejects.toMatchObject({ code: 'not_found' });
+      } finally {
+        await cleanup();
+      }
+    });
   });
+}
+
+async function inBatches<T>(items: T[], width: number, run: (item: T) => Promise<void>): Promise<void> {
+  for (let i = 0; i < items.length; i += width) await Promise.all(items.slice(i, i + width).map(run));
 }
