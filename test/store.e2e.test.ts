@@ -3,6 +3,7 @@ import { createServer, Socket } from 'node:net';
 import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startS3rver } from '../shared/src/store/s3rver.suite.js';
 import { describeTree, writeBigFile } from './tree.js';
 import { BIN, enrollAgent, runCli, startTestServer, tempDir, waitForJob, waitUntil, type JobLike, type TestAgent, type TestServer } from './harness.js';
 
@@ -222,5 +223,48 @@ describe('a full store', () => {
     const res = await server.admin(['restore', first.snapshotId!, '--agent', 'full-1', '--to', target]);
     expect(res.code, res.stderr).toBe(0);
     expect(await describeTree(join(target, small.slice(1)))).toEqual(await describeTree(small));
+  });
+});
+
+describe('a server whose store is an S3-compatible bucket', () => {
+  let dir: Awaited<ReturnType<typeof tempDir>>;
+  let server: TestServer;
+  let agent: TestAgent;
+  let s3: Awaited<ReturnType<typeof startS3rver>>;
+  const saved = { ...process.env };
+
+  beforeAll(async () => {
+    dir = await tempDir('s3');
+    s3 = await startS3rver(join(dir.path, 's3rver'), 'lifeboat');
+    // Credentials come from the environment, as the SDK's default chain reads them.
+    process.env.AWS_ACCESS_KEY_ID = 'S3RVER';
+    process.env.AWS_SECRET_ACCESS_KEY = 'S3RVER';
+    server = await startTestServer(join(dir.path, 'server'), 0, ['--store', `s3://lifeboat/fleet-1?endpoint=http://127.0.0.1:${s3.port}`]);
+    agent = await enrollAgent(server, dir.path, 's3-1');
+    await agent.start();
+  });
+
+  afterAll(async () => {
+    process.env = saved;
+    await agent?.proc?.kill();
+    await server?.proc.kill();
+    s3?.child.kill('SIGTERM');
+    await dir?.cleanup();
+  });
+
+  it('backs up into the bucket and restores from it', async () => {
+    const data = join(dir.path, 'data');
+    await mkdir(join(data, 'sub'), { recursive: true });
+    await writeFile(join(data, 'sub/a.txt'), 'to the bucket\n'.repeat(10_000));
+    await writeBigFile(join(data, 'b.bin'), 12 * 1024 * 1024);
+    expect((await server.api('POST', '/v1/plans', { plans: [{ id: 's3', agent: 's3-1', steps: [{ files: { paths: [data] } }] }] })).status).toBe(200);
+    const job = await backupNow(server, 's3');
+    expect(job.status, JSON.stringify(job.error)).toBe('succeeded');
+    // Nothing went to the local data directory's store.
+    expect(await readdir(join(server.dataDir, 'store')).catch(() => [])).toEqual([]);
+    const target = join(dir.path, 'restored');
+    const res = await server.admin(['restore', job.snapshotId!, '--agent', 's3-1', '--to', target]);
+    expect(res.code, res.stderr).toBe(0);
+    expect(await describeTree(join(target, data.slice(1)))).toEqual(await describeTree(data));
   });
 });

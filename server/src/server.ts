@@ -4,7 +4,7 @@ import { constants } from 'node:fs';
 import { chmod, mkdir, open, readFile } from 'node:fs/promises';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { createLogger, type Logger } from '@lifeboat/shared';
 import { createApp } from './app.js';
 import { RepositoryEncryption } from './encryption.js';
@@ -14,12 +14,15 @@ import { openCatalogDb } from './catalog/db.js';
 import { Hub, type HubOptions } from './hub/hub.js';
 import { JobService, type Clock } from './jobs.js';
 import { Scheduler } from './scheduler.js';
-import { FsBackend } from '@lifeboat/shared';
+import { FsBackend, type StoreBackend } from '@lifeboat/shared';
 
 export interface ServerOptions {
   dataDir: string;
-  /** Where chunks and manifests go; DATA/store by default (a large disk, or its own mount). */
-  storeDir?: string;
+  /**
+   * Where chunks and manifests go: a directory (DATA/store by default; a large disk, or its own mount) or an
+   * S3-compatible bucket, s3://bucket/prefix?endpoint=…&region=…&pathStyle=true (credentials from the environment).
+   */
+  store?: string;
   port: number;
   host: string;
   tlsCert?: string;
@@ -45,8 +48,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const adminToken = await loadOrCreateAdminToken(options.dataDir, options.announce ?? ((l) => process.stdout.write(l + '\n')));
 
   const catalog = new Catalog(openCatalogDb(join(options.dataDir, 'catalog.db')));
-  const backend = new FsBackend(options.storeDir ?? join(options.dataDir, 'store'));
-  await mkdir(backend.root, { recursive: true, mode: 0o700 });
+  const backend = await openBackend(options.store ?? join(options.dataDir, 'store'));
   const encryption = new RepositoryEncryption(backend);
   await encryption.load();
   if (!encryption.current) log.warn('backups are NOT encrypted: set a repository passphrase with `lifeboat encryption init` (fine for a demo)');
@@ -117,4 +119,12 @@ async function loadOrCreateAdminToken(dataDir: string, announce: (line: string) 
   }
   announce(`Admin token (shown once; also kept in ${file}, mode 0600):\n  ${token}`);
   return token;
+}
+
+/** A directory, or (loading the S3 client only then) a bucket. */
+async function openBackend(spec: string): Promise<StoreBackend> {
+  if (spec.startsWith('s3://')) return (await import('@lifeboat/shared/store/open-store')).openStore(spec);
+  const backend = new FsBackend(resolve(spec));
+  await mkdir(backend.root, { recursive: true, mode: 0o700 });
+  return backend;
 }

@@ -99,6 +99,19 @@ program
     }
   });
 
+program
+  .command('discover')
+  .description('Look for CiviCRM, Chatwoot, Pydio Cells and Liferay in the usual places and print a ready plan (YAML) for what is found.')
+  .option('--config <file>', 'the agent config, for this agent\'s name in the plans', DEFAULT_AGENT_CONFIG_PATH)
+  .option('--json', 'print what was found, and the plans, as JSON')
+  .addHelpText('after', '\nExample:\n  lifeboat-agent discover > plans.yaml && lifeboat plan apply plans.yaml')
+  .action(async (opts: { config: string; json?: boolean }) => {
+    const { agentName, discoverApplications, discoverReport, renderDiscoverYaml } = await import('../recipes/discover.js');
+    const agent = await agentName(resolve(opts.config), loadAgentConfig);
+    const report = discoverReport(await discoverApplications(), agent.name, agent.source);
+    process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : renderDiscoverYaml(report));
+  });
+
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof LifeboatError) {
     process.stderr.write(`lifeboat-agent: ${err.message}\n${(err.details ?? []).map((d) => `  ${d}\n`).join('')}`);

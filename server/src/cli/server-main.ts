@@ -17,7 +17,7 @@ program
   .command('start')
   .description('Start the server: HTTP API under /v1 and the agents\' WebSocket endpoint on one port.')
   .requiredOption('--data <dir>', 'data directory (catalog, store, admin token)')
-  .option('--store <dir>', 'directory for the store (chunks and manifests); default DATA/store')
+  .option('--store <dir|s3://bucket/prefix?endpoint=URL>', 'the store: a directory (default DATA/store) or an S3-compatible bucket (credentials from AWS_* environment variables)')
   .option('--port <port>', 'port to listen on', port, 7400)
   .option('--host <host>', 'address to listen on', '127.0.0.1')
   .option('--tls-cert <file>', 'PEM certificate, to serve HTTPS/WSS')
@@ -26,7 +26,7 @@ program
   .action(async (opts: { data: string; store?: string; port: number; host: string; tlsCert?: string; tlsKey?: string }) => {
     if (!!opts.tlsCert !== !!opts.tlsKey) program.error('--tls-cert and --tls-key go together', { exitCode: 2 });
     const log = createLogger('server');
-    const server = await startServer({ dataDir: resolve(opts.data), storeDir: opts.store ? resolve(opts.store) : undefined, port: opts.port, host: opts.host, tlsCert: opts.tlsCert, tlsKey: opts.tlsKey, log });
+    const server = await startServer({ dataDir: resolve(opts.data), store: opts.store, port: opts.port, host: opts.host, tlsCert: opts.tlsCert, tlsKey: opts.tlsKey, log });
     let closing = false;
     const stop = (signal: string) => {
       if (closing) return;

@@ -1,6 +1,5 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createRequire } from 'node:module';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer as createTcpServer, type AddressInfo, type Server as TcpServer, type Socket } from 'node:net';
@@ -9,6 +8,7 @@ import { join } from 'node:path';
 import { CreateBucketCommand, DeleteBucketCommand, HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { storeBackendConformance } from './conformance.suite.js';
+import { startS3rver } from './s3rver.suite.js';
 import { normalizeS3Prefix, S3Backend, type S3BackendOptions } from './s3-backend.js';
 
 const BUCKET = 'lifeboat';
@@ -22,35 +22,6 @@ let endpoint: string;
 const savedEnv = { ...process.env };
 let opened = 0;
 
-/**
- * s3rver in its own process: it signs ListObjectsV2 continuation tokens with DES, which Node 20's OpenSSL 3
- * only offers with the legacy provider — a flag that can only be given when a process starts.
- */
-async function startS3rver(directory: string): Promise<{ child: ChildProcess; port: number }> {
-  const entry = createRequire(import.meta.url).resolve('s3rver');
-  const script = `
-    const S3rver = require(${JSON.stringify(entry)});
-    new S3rver({ port: 0, address: '127.0.0.1', silent: true, directory: ${JSON.stringify(directory)}, configureBuckets: [{ name: ${JSON.stringify(BUCKET)} }] })
-      .run().then((address) => process.stdout.write(JSON.stringify(address) + '\\n'), (err) => { console.error(err.message); process.exit(1); });`;
-  const child = spawn(process.execPath, ['--openssl-legacy-provider', '--no-warnings', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
-  // If this test process dies without afterAll, don't leave the server running.
-  const stopOnExit = () => child.kill('SIGKILL');
-  process.once('exit', stopOnExit);
-  child.once('exit', () => process.off('exit', stopOnExit));
-  let stderr = '';
-  child.stderr?.on('data', (data: Buffer) => (stderr += data.toString()));
-  const port = await new Promise<number>((resolve, reject) => {
-    let stdout = '';
-    child.stdout?.on('data', (data: Buffer) => {
-      stdout += data.toString();
-      const line = stdout.split('\n')[0];
-      if (stdout.includes('\n') && line) resolve((JSON.parse(line) as AddressInfo).port);
-    });
-    child.once('exit', (code) => reject(new Error(`s3rver exited with ${code} before listening: ${stderr.trim()}`)));
-  });
-  return { child, port };
-}
-
 beforeAll(async () => {
   // The backend reads credentials through the SDK's default chain, as in production.
   process.env.AWS_ACCESS_KEY_ID = ACCESS_KEY;
@@ -58,7 +29,7 @@ beforeAll(async () => {
   delete process.env.AWS_SESSION_TOKEN;
   delete process.env.AWS_PROFILE;
   serverDir = await mkdtemp(join(tmpdir(), 'lifeboat-s3rver-'));
-  const started = await startS3rver(serverDir);
+  const started = await startS3rver(serverDir, BUCKET);
   server = started.child;
   endpoint = `http://127.0.0.1:${started.port}`;
 });
