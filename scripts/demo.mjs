@@ -79,7 +79,7 @@ if (!existsSync(sample)) {
 const planFile = join(home, 'demo-plan.yaml');
 writeFileSync(planFile, `plans:\n  - id: demo\n    agent: local\n    schedule: "0 3 * * *"\n    rpo: 26h\n    steps:\n      - files: { paths: ["${sample}"] }\n    retention: { keepLast: 3, keepDaily: 7 }\n`);
 for (let i = 0; i < 100; i++) {
-  if (admin('agents', 'list', '--json').includes('"online":true')) break;
+  if (/"online": *true/.test(admin('agents', 'list', '--json'))) break;
   await new Promise((r) => setTimeout(r, 100));
 }
 say('applying the demo plan (.lifeboat-demo/demo-plan.yaml)');

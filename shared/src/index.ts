@@ -1,5 +1,6 @@
 export * from './api.js';
 export * from './chunker.js';
+export * from './cli-io.js';
 export * from './chunk-codec.js';
 export * from './config.js';
 export * from './duration.js';
@@ -8,6 +9,7 @@ export * from './frames.js';
 export * from './ids.js';
 export * from './keys.js';
 export * from './log.js';
+export * from './manifest.js';
 export * from './memory.js';
 export * from './plan.js';
 export * from './protocol.js';

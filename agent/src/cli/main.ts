@@ -2,7 +2,7 @@ import { Command } from 'commander';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DEFAULT_AGENT_CONFIG_PATH, LIFEBOAT_VERSION, LifeboatError, createLogger } from '@lifeboat/shared';
+import { DEFAULT_AGENT_CONFIG_PATH, LIFEBOAT_VERSION, LifeboatError, createLogger, exitQuietlyOnClosedPipe } from '@lifeboat/shared';
 import { AuthRefused, startAgent } from '../agent.js';
 import { loadAgentConfig } from '../config.js';
 import { enroll, type EnrollOptions } from '../enroll.js';
@@ -29,6 +29,8 @@ interface EnrollFlags {
 function enrollOptions(opts: EnrollFlags): EnrollOptions {
   return { server: opts.server, token: opts.token, name: opts.name, labels: opts.label, configPath: resolve(opts.config), force: opts.force };
 }
+
+exitQuietlyOnClosedPipe();
 
 const program = new Command('lifeboat-agent')
   .description('The Lifeboat agent: dials out to the server, runs the backups it is told to, restores on request.')

@@ -1,6 +1,6 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { resolve } from 'node:path';
-import { LIFEBOAT_VERSION, createLogger } from '@lifeboat/shared';
+import { LIFEBOAT_VERSION, createLogger, exitQuietlyOnClosedPipe } from '@lifeboat/shared';
 import { startServer } from '../server.js';
 
 function port(value: string): number {
@@ -8,6 +8,8 @@ function port(value: string): number {
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('a port number from 0 to 65535');
   return n;
 }
+
+exitQuietlyOnClosedPipe();
 
 const program = new Command('lifeboat-server')
   .description('The Lifeboat server: holds plans, schedules jobs, keeps the store and the catalog.')
