@@ -2,39 +2,18 @@ import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { LifeboatError } from '@lifeboat/shared';
 import { childEnv, runChild, streamChild, STDERR_TAIL_BYTES, TailBuffer, type ChildOptions } from './child.js';
+import { collect, rejection } from './sources/test-context.suite.js';
+import { processAlive } from './scratch/common.js';
 
 const sh = (script: string, extra: Partial<ChildOptions> = {}): ChildOptions => ({ tool: 'test-tool', program: 'sh', args: ['-c', script], ...extra });
 
-async function collect(stream: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of stream as AsyncIterable<Buffer>) chunks.push(chunk);
-  return Buffer.concat(chunks);
-}
 
-async function rejection(promise: Promise<unknown>): Promise<LifeboatError> {
-  const err = await promise.then(
-    () => {
-      throw new Error('expected a rejection');
-    },
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(LifeboatError);
-  return err as LifeboatError;
-}
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Pids a test started that must be gone by its end. */
 const started: number[] = [];
 afterEach(() => {
-  for (const pid of started.splice(0)) if (alive(pid)) process.kill(pid, 'SIGKILL');
+  for (const pid of started.splice(0)) if (processAlive(pid)) process.kill(pid, 'SIGKILL');
 });
 
 describe('runChild', () => {
@@ -193,11 +172,11 @@ describe('streamChild', () => {
     const iterator = (out.stream as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
     const first = await iterator.next();
     const pid = Number(String(first.value).split('\n')[0]);
-    expect(alive(pid)).toBe(true);
+    expect(processAlive(pid)).toBe(true);
     out.stream.destroy();
     const err = await rejection(out.done);
     expect(err.message).toBe('the output of test-tool was closed before test-tool finished');
-    expect(alive(pid)).toBe(false);
+    expect(processAlive(pid)).toBe(false);
   });
 
   it('keeps the backpressure: a child ahead of its reader waits', async () => {

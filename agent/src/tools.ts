@@ -7,7 +7,8 @@ import type { ToolInfo } from '@lifeboat/shared';
 /** The dump tools the hello reports, looked for on PATH and in PostgreSQL's versioned install directories. */
 const TOOLS = ['pg_dump', 'pg_restore', 'mariadb-dump', 'mysqldump', 'mariadb', 'sqlite3', 'tar'];
 
-async function executable(path: string): Promise<boolean> {
+/** Whether a file exists and this process may execute it. */
+export async function executable(path: string): Promise<boolean> {
   try {
     await access(path, constants.X_OK);
     return true;

@@ -1,11 +1,11 @@
 import { execFile } from 'node:child_process';
-import { constants } from 'node:fs';
-import { access, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createConnection, type Connection, type RowDataPacket } from 'mysql2/promise';
 import { LifeboatError, redact, type ErrorCode } from '@lifeboat/shared';
 import { isCode } from '../fs-errors.js';
+import { executable } from '../tools.js';
 
 /**
  * What the mysql source and the scratch MariaDB share: finding mariadb-dump/mysqldump and the mariadb/mysql
@@ -57,14 +57,6 @@ async function lookUp(names: readonly string[]): Promise<MysqlTool | null> {
   return null;
 }
 
-async function executable(path: string): Promise<boolean> {
-  try {
-    await access(path, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /**
  * "mariadb-dump  Ver 10.19 Distrib 10.11.19-MariaDB, for debian-linux-gnu" → "10.11.19-MariaDB";

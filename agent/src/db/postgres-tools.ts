@@ -1,10 +1,10 @@
-import { constants as fsConstants } from 'node:fs';
-import { access, mkdtemp, readdir, readFile, realpath, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, realpath, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { LifeboatError, redact, type ErrorCode, type TableRecord } from '@lifeboat/shared';
 import { childEnv, runChild } from '../child.js';
+import { executable } from '../tools.js';
 
 /**
  * What the PostgreSQL source, its restores and the scratch instances share: finding the client and server
@@ -50,14 +50,6 @@ export function serverMajor(versionNum: number): number {
   return versionNum >= 100000 ? Math.floor(versionNum / 10000) : Math.floor(versionNum / 100) / 100;
 }
 
-async function isExecutable(file: string): Promise<boolean> {
-  try {
-    await access(file, fsConstants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Every copy of `program` in `dirs` (default pgBinDirs()), each once, newest version first. */
 export async function findPgTools(program: PgProgram, dirs?: readonly string[]): Promise<PgTool[]> {
@@ -65,7 +57,7 @@ export async function findPgTools(program: PgProgram, dirs?: readonly string[]):
   const seen = new Set<string>();
   for (const dir of dirs ?? (await pgBinDirs())) {
     const candidate = path.posix.join(dir, program);
-    if (!(await isExecutable(candidate))) continue;
+    if (!(await executable(candidate))) continue;
     const real = await realpath(candidate).catch(() => candidate);
     if (seen.has(real)) continue;
     seen.add(real);

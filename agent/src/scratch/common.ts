@@ -39,7 +39,8 @@ export async function readMarker(dir: string): Promise<ScratchMarker | null> {
   }
 }
 
-function alive(pid: number): boolean {
+/** Whether a process with this pid exists (signal 0 checks without sending anything). */
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -58,10 +59,10 @@ export async function cleanLeftoverScratch(parent = tmpdir()): Promise<string[]>
     if (!name.startsWith(SCRATCH_PREFIX)) continue;
     const dir = join(parent, name);
     const marker = await readMarker(dir);
-    if (marker && alive(marker.ownerPid) && marker.ownerPid !== process.pid) continue;
-    if (marker?.serverPid && alive(marker.serverPid)) {
+    if (marker && processAlive(marker.ownerPid) && marker.ownerPid !== process.pid) continue;
+    if (marker?.serverPid && processAlive(marker.serverPid)) {
       process.kill(marker.serverPid, 'SIGKILL');
-      for (let i = 0; i < 50 && alive(marker.serverPid); i++) await new Promise((r) => setTimeout(r, 100));
+      for (let i = 0; i < 50 && processAlive(marker.serverPid); i++) await new Promise((r) => setTimeout(r, 100));
     }
     await rm(dir, { recursive: true, force: true });
     removed.push(dir);

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createConnection } from 'mysql2/promise';
 import { afterAll, describe, expect, it } from 'vitest';
-import { readMarker } from './common.js';
+import { readMarker, processAlive } from './common.js';
 import { startScratchMariadb, type ScratchMariadb } from './mariadb.js';
 
 const started: ScratchMariadb[] = [];
@@ -12,14 +12,6 @@ afterAll(async () => {
   await Promise.all(started.map((s) => s.stop()));
 });
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 describe('startScratchMariadb', () => {
   it('starts a MariaDB on a free port of 127.0.0.1 with a password for root over TCP, and stops it cleanly', async () => {
@@ -47,7 +39,7 @@ describe('startScratchMariadb', () => {
     await socket.end();
 
     await db.stop();
-    expect(alive(serverPid)).toBe(false);
+    expect(processAlive(serverPid)).toBe(false);
     expect(existsSync(db.dir)).toBe(false);
     // Idempotent.
     await db.stop();

@@ -6,7 +6,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LifeboatError } from '@lifeboat/shared';
-import { cleanLeftoverScratch, readMarker, writeMarker } from './common.js';
+import { cleanLeftoverScratch, readMarker, writeMarker, processAlive } from './common.js';
 import { startScratchPostgres, type ScratchPostgres } from './postgres.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -29,14 +29,6 @@ async function start(options: Parameters<typeof startScratchPostgres>[0] = {}): 
   return instance;
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Pids of the processes whose parent is `pid` (the postmaster's backends and helpers). */
 function childrenOf(pid: number): number[] {
@@ -102,8 +94,8 @@ describe('startScratchPostgres', () => {
     expect(backends.length).toBeGreaterThan(0);
     await db.stop();
     await client.end().catch(() => {});
-    expect(alive(db.pid)).toBe(false);
-    expect(backends.filter(alive)).toEqual([]);
+    expect(processAlive(db.pid)).toBe(false);
+    expect(backends.filter(processAlive)).toEqual([]);
     expect(existsSync(db.dir)).toBe(false);
     await db.stop();
   });
@@ -140,7 +132,7 @@ describe('startScratchPostgres', () => {
     await writeMarker(db.dir, { ...marker, ownerPid: gone });
     const removed = await cleanLeftoverScratch(own);
     expect(removed).toEqual([db.dir]);
-    expect(alive(db.pid)).toBe(false);
+    expect(processAlive(db.pid)).toBe(false);
     expect(existsSync(db.dir)).toBe(false);
     await db.stop();
   });

@@ -7,7 +7,8 @@ import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LifeboatError, type ArtifactForRestore, type CommandStepOptions } from '@lifeboat/shared';
 import { createCommandSource } from './command.js';
-import { fakeJobContext } from './test-context.suite.js';
+import { fakeJobContext, collect, rejection } from './test-context.suite.js';
+import { processAlive } from '../scratch/common.js';
 
 const source = createCommandSource({ killGraceMs: 500 });
 let base = '';
@@ -25,22 +26,7 @@ function step(run: string[], extra: Partial<CommandStepOptions> = {}): CommandSt
 }
 const sh = (script: string) => ['sh', '-c', script];
 
-async function collect(stream: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of stream as AsyncIterable<Buffer>) chunks.push(chunk);
-  return Buffer.concat(chunks);
-}
 
-async function rejection(promise: Promise<unknown>): Promise<LifeboatError> {
-  const err = await promise.then(
-    () => {
-      throw new Error('expected a rejection');
-    },
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(LifeboatError);
-  return err as LifeboatError;
-}
 
 /** Runs a step to its verdict, reading the stream as a consumer would. */
 async function run(options: CommandStepOptions, t = fakeJobContext()) {
@@ -50,14 +36,6 @@ async function run(options: CommandStepOptions, t = fakeJobContext()) {
   return { artifact, data, metadata, ...t };
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 describe('command backup', () => {
   it("streams the command's standard output as the artifact", async () => {
@@ -119,12 +97,12 @@ describe('command backup', () => {
     const artifact = await source.backup(step(sh('echo $$; sleep 30')), t.ctx);
     const iterator = (artifact.stream as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
     const pid = Number(String((await iterator.next()).value).trim());
-    expect(alive(pid)).toBe(true);
+    expect(processAlive(pid)).toBe(true);
     t.abort(new LifeboatError('cancelled', 'cancelled by admin'));
     const err = await rejection(artifact.metadata);
     expect(err.code).toBe('cancelled');
     expect(err.message).toBe('cancelled by admin');
-    expect(alive(pid)).toBe(false);
+    expect(processAlive(pid)).toBe(false);
   });
 
   it('does not pass the agent\'s secrets to the command', async () => {

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger, LifeboatError, type FilesStepOptions } from '@lifeboat/shared';
 import { createFilesSource, filesSource } from './files.js';
 import type { JobContext, RestoreOptions } from './source.js';
+import { collect } from './test-context.suite.js';
 
 const isRoot = process.getuid?.() === 0;
 let base = '';
@@ -63,11 +64,6 @@ function sparseFile(file: string, size: number): void {
   fs.truncateSync(file, size);
 }
 
-async function collect(stream: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of stream as AsyncIterable<Buffer>) chunks.push(chunk);
-  return Buffer.concat(chunks);
-}
 
 async function backup(options: Partial<FilesStepOptions> & { paths: string[] }, t = testContext()) {
   const artifact = await filesSource.backup({ exclude: [], ...options }, t.ctx);

@@ -11,7 +11,7 @@ import { LifeboatError, type ArtifactForRestore, type ArtifactMetadata, type Mys
 import { defaultsFileContent, writeDefaultsFile } from '../db/mysql-tools.js';
 import { startScratchMariadb, type ScratchMariadb } from '../scratch/mariadb.js';
 import { mysqlSource } from './mysql.js';
-import { fakeJobContext } from './test-context.suite.js';
+import { fakeJobContext, collect } from './test-context.suite.js';
 
 // Every child the source starts is recorded (and still really started): argv, environment, the process.
 vi.mock('node:child_process', async (importOriginal) => {
@@ -110,11 +110,6 @@ function options(partial: Partial<MysqlStepOptions> & Pick<MysqlStepOptions, 'da
   return { host: db.host, port: db.port, user: 'root', passwordFile, ...partial };
 }
 
-async function collect(stream: Readable): Promise<Buffer> {
-  const pieces: Buffer[] = [];
-  for await (const piece of stream as AsyncIterable<Buffer>) pieces.push(piece);
-  return Buffer.concat(pieces);
-}
 
 async function backup(opts: MysqlStepOptions, t = fakeJobContext()): Promise<{ dump: Buffer; metadata: MysqlMetadata; warnings: string[] }> {
   const artifact = await mysqlSource.backup(opts, t.ctx);

@@ -13,7 +13,7 @@ import { freePort } from '../scratch/common.js';
 import { startScratchPostgres, type ScratchPostgres } from '../scratch/postgres.js';
 import { createPostgresGlobalsSource, postgresGlobalsSource } from './postgres-globals.js';
 import { createPostgresSource, namePatternParts, postgresSource, type PostgresMetadata } from './postgres.js';
-import { fakeJobContext } from './test-context.suite.js';
+import { fakeJobContext, collect } from './test-context.suite.js';
 
 /**
  * The postgres and postgres-globals sources against real PostgreSQL: a source instance whose TCP clients need
@@ -98,11 +98,6 @@ function targetDb(database: string, options: Partial<PostgresTarget> = {}): Post
   return { kind: 'postgres', host: target.host, port: target.port, user: 'postgres', database, force: false, ...options };
 }
 
-async function collect(stream: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of stream as AsyncIterable<Buffer>) chunks.push(chunk);
-  return Buffer.concat(chunks);
-}
 
 interface Dump {
   bytes: Buffer;

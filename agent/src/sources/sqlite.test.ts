@@ -9,7 +9,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { formatBytes, LifeboatError, type ArtifactForRestore, type ArtifactMetadata } from '@lifeboat/shared';
 import { compareTables, createSqliteSource } from './sqlite.js';
 import type { RestoreOptions } from './source.js';
-import { fakeJobContext } from './test-context.suite.js';
+import { fakeJobContext, collect, rejection } from './test-context.suite.js';
 
 type SqliteMetadata = Extract<ArtifactMetadata, { kind: 'sqlite' }>;
 
@@ -58,22 +58,7 @@ function makeDatabase(name: string, rows: number, mode: 'wal' | 'delete' = 'wal'
   return db;
 }
 
-async function collect(stream: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of stream as AsyncIterable<Buffer>) chunks.push(chunk);
-  return Buffer.concat(chunks);
-}
 
-async function rejection(promise: Promise<unknown>): Promise<LifeboatError> {
-  const err = await promise.then(
-    () => {
-      throw new Error('expected a rejection');
-    },
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(LifeboatError);
-  return err as LifeboatError;
-}
 
 async function backup(db: string) {
   const t = fakeJobContext();

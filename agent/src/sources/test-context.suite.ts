@@ -1,4 +1,6 @@
-import { createLogger } from '@lifeboat/shared';
+import type { Readable } from 'node:stream';
+import { expect } from 'vitest';
+import { createLogger, LifeboatError } from '@lifeboat/shared';
 import type { JobContext } from './source.js';
 
 /** One progress report as a source made it, with when. */
@@ -36,4 +38,23 @@ export function fakeJobContext(options: { jobId?: string; log?: (line: string) =
     progress: (phase, bytes, totalBytes) => progress.push({ phase, bytes, totalBytes, at: Date.now() }),
   };
   return { ctx, warnings, progress, abort: (reason?: unknown) => controller.abort(reason) };
+}
+
+/** All of a stream's bytes. */
+export async function collect(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream as AsyncIterable<Buffer>) chunks.push(chunk);
+  return Buffer.concat(chunks);
+}
+
+/** The LifeboatError a promise rejects with (the test fails if it resolves, or rejects with anything else). */
+export async function rejection(promise: Promise<unknown>): Promise<LifeboatError> {
+  const err = await promise.then(
+    () => {
+      throw new Error('expected a rejection');
+    },
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(LifeboatError);
+  return err as LifeboatError;
 }
