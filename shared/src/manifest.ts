@@ -1,0 +1,127 @@
+import { z } from 'zod';
+import { LifeboatError } from './errors.js';
+import { Sha256Hex } from './ids.js';
+import { Plan, listIssues } from './plan.js';
+import { ArtifactKind, ArtifactMetadata, ChunkList } from './protocol.js';
+
+/**
+ * The self-describing store (DESIGN §5): what lies where, and the manifest each snapshot leaves beside its
+ * chunks, so the catalog can be rebuilt and a snapshot restored from the store alone.
+ *   chunks/<first 2 hex>/<id>      one stored chunk (chunk-codec.ts)
+ *   snapshots/<snapshotId>.json    one snapshot's manifest (below), written after all its chunks are durable
+ *   config/encryption.json         KDF parameters and key check (keys.ts EncryptionSettings), never a key
+ */
+export const SNAPSHOTS_PREFIX = 'snapshots/';
+export const ENCRYPTION_CONFIG_KEY = 'config/encryption.json';
+
+export function chunkKey(id: string): string {
+  return `chunks/${id.slice(0, 2)}/${id}`;
+}
+
+export function snapshotManifestKey(snapshotId: string): string {
+  return `${SNAPSHOTS_PREFIX}${snapshotId}.json`;
+}
+
+/** The snapshot id a manifest key names, or null for any other key under snapshots/. */
+export function snapshotIdOfKey(key: string): string | null {
+  const match = /^snapshots\/([A-Za-z0-9_-]{1,100})\.json$/.exec(key);
+  return match ? match[1]! : null;
+}
+
+export const MANIFEST_FORMAT = 1;
+
+/** An artifact as its snapshot's manifest records it: the same facts the catalog keeps, chunk list included. */
+export const ManifestArtifact = z
+  .object({
+    id: z.string().min(1).max(100),
+    step: z.number().int().min(0),
+    kind: ArtifactKind,
+    name: z.string(),
+    size: z.number().int().min(0),
+    sha256: Sha256Hex,
+    metadata: ArtifactMetadata,
+    chunks: ChunkList,
+  })
+  .refine((a) => a.chunks.reduce((n, c) => n + c.size, 0) === a.size, { message: 'the chunk sizes do not add up to the artifact size', path: ['size'] });
+export type ManifestArtifact = z.infer<typeof ManifestArtifact>;
+
+const manifestShape = {
+  format: z.literal(MANIFEST_FORMAT),
+  snapshotId: z.string().regex(/^[A-Za-z0-9_-]{1,100}$/),
+  planId: z.string().min(1),
+  agentId: z.string().min(1),
+  jobId: z.string().min(1),
+  /** By the server's clock (DESIGN §11), ISO 8601. */
+  createdAt: z.iso.datetime(),
+  startedAt: z.iso.datetime(),
+  /** The plan as it was when the snapshot was taken: enough to recreate the plan after a total loss. */
+  plan: Plan,
+  artifacts: z.array(ManifestArtifact).min(1),
+};
+
+function artifactsInOrder(m: { artifacts: { step: number }[] }, ctx: z.RefinementCtx): void {
+  m.artifacts.forEach((a, i) => {
+    if (a.step !== i) ctx.addIssue({ code: 'custom', path: ['artifacts', i, 'step'], message: `artifact ${i} has step ${a.step}; steps run 0, 1, 2… in order` });
+  });
+}
+
+export const SnapshotManifest = z.object(manifestShape).superRefine(artifactsInOrder);
+export type SnapshotManifest = z.infer<typeof SnapshotManifest>;
+
+/**
+ * The same manifest with its plan left unchecked: a snapshot stays restorable (and rebuildable) even when its
+ * plan no longer passes this version's plan schema.
+ */
+const ManifestWithAnyPlan = z.object({ ...manifestShape, plan: z.unknown() }).superRefine(artifactsInOrder);
+
+/** A manifest's content as the server holds it (artifact kinds and metadata as received, checked here). */
+export type SnapshotManifestInput = Omit<SnapshotManifest, 'format' | 'artifacts'> & {
+  artifacts: readonly (Omit<ManifestArtifact, 'kind' | 'metadata'> & { kind: string; metadata: unknown })[];
+};
+
+/** Validates what is about to be written, so the store never holds a manifest rebuild or restore cannot read. */
+export function buildSnapshotManifest(input: SnapshotManifestInput): SnapshotManifest {
+  const parsed = SnapshotManifest.safeParse({ format: MANIFEST_FORMAT, ...input });
+  if (!parsed.success) throw new LifeboatError('internal', `snapshot ${input.snapshotId}: its manifest does not validate`, listIssues(parsed.error).slice(0, 10));
+  return parsed.data;
+}
+
+export function encodeSnapshotManifest(manifest: SnapshotManifest): Buffer {
+  return Buffer.from(JSON.stringify(manifest));
+}
+
+export type ReadManifest =
+  | { ok: true; manifest: Omit<SnapshotManifest, 'plan'> & { plan: Plan | null }; problems: string[] }
+  | { ok: false; problems: string[] };
+
+/**
+ * A manifest read back from the (untrusted) store. `ok` with a null plan and a problem when only the plan no
+ * longer validates; not `ok` when anything a restore depends on is wrong, or the manifest is not the one its key names.
+ */
+export function readSnapshotManifest(bytes: Buffer, key?: string): ReadManifest {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(bytes.toString('utf8'));
+  } catch {
+    return { ok: false, problems: ['not valid JSON (truncated or damaged)'] };
+  }
+  const format = (raw as { format?: unknown } | null)?.format;
+  if (typeof raw === 'object' && raw !== null && format !== MANIFEST_FORMAT) {
+    return { ok: false, problems: [`manifest format ${JSON.stringify(format)} is not ${MANIFEST_FORMAT}; a newer Lifeboat may read it`] };
+  }
+  const parsed = ManifestWithAnyPlan.safeParse(raw);
+  if (!parsed.success) return { ok: false, problems: listIssues(parsed.error).slice(0, 10) };
+  const manifest = parsed.data;
+  if (key !== undefined && snapshotIdOfKey(key) !== manifest.snapshotId) {
+    return { ok: false, problems: [`it names snapshot ${manifest.snapshotId}, not the one its key ${key} says`] };
+  }
+  const plan = Plan.safeParse(manifest.plan);
+  if (plan.success && plan.data.id !== manifest.planId) {
+    return { ok: true, manifest: { ...manifest, plan: null }, problems: [`its plan body is plan "${plan.data.id}", not ${manifest.planId} (the snapshot is still usable)`] };
+  }
+  if (!plan.success) {
+    const problems = listIssues(plan.error).slice(0, 3).map((p) => `plan.${p}`);
+    return { ok: true, manifest: { ...manifest, plan: null }, problems: ['its plan does not validate (the snapshot is still usable):', ...problems] };
+  }
+  return { ok: true, manifest: { ...manifest, plan: plan.data }, problems: [] };
+}
