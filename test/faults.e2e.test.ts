@@ -85,7 +85,14 @@ describe('bad input and faults', () => {
     expect((await server.api<{ snapshots: unknown[] }>('GET', '/v1/snapshots?plan=killed-agent')).body.snapshots).toHaveLength(0);
     const manifests = await readdir(join(server.dataDir, 'store/snapshots')).catch(() => []);
     expect(manifests).toHaveLength(0);
+    // Back online, the agent runs the automatic retry of the cut backup, which completes.
     await agent.start();
+    let retry: JobLike | undefined;
+    await waitUntil(async () => {
+      retry = (await server.api<{ jobs: JobLike[] }>('GET', '/v1/jobs?plan=killed-agent')).body.jobs.find((j) => j.trigger === 'retry 1');
+      return retry !== undefined && ['succeeded', 'failed'].includes(retry.status);
+    }, 'the retry to finish', 60_000);
+    expect(retry!.status).toBe('succeeded');
   });
 
   it('keeps the catalog consistent when the server is killed mid-upload, and the next run succeeds', async () => {
@@ -98,12 +105,12 @@ describe('bad input and faults', () => {
     const job = (await server.api<{ job: JobLike }>('GET', `/v1/jobs/${body.job.id}`)).body.job;
     expect(job.status).toBe('failed');
     expect(job.error!.code).toBe('server_restarted');
-    expect((await server.api<{ snapshots: unknown[] }>('GET', '/v1/snapshots?plan=killed-agent')).body.snapshots).toHaveLength(0);
+    expect((await server.api<{ snapshots: unknown[] }>('GET', '/v1/snapshots?plan=killed-agent')).body.snapshots).toHaveLength(1);
     // The agent reconnects by itself (backoff), and the next run completes.
     await waitUntil(async () => (await server.api<{ agents: { online: boolean }[] }>('GET', '/v1/agents')).body.agents[0]!.online, 'agent back online', 60_000);
     const next = await server.admin(['backup', 'now', 'killed-agent', '--wait']);
     expect(next.code, next.stderr).toBe(0);
-    expect((await server.api<{ snapshots: unknown[] }>('GET', '/v1/snapshots?plan=killed-agent')).body.snapshots).toHaveLength(1);
+    expect((await server.api<{ snapshots: unknown[] }>('GET', '/v1/snapshots?plan=killed-agent')).body.snapshots).toHaveLength(2);
   });
 
   it('refuses an unauthenticated WebSocket upgrade with 401 before any 101', async () => {

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createCipheriv, createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { chmod, lstat, mkdir, open, readdir, readlink, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
@@ -37,15 +37,18 @@ export async function generateTree(root: string, options: { bigFileBytes: number
   await utimes(root, when, when);
 }
 
-/** Pseudo-random content (incompressible, no two MiB alike), written in 1 MiB blocks. */
+/**
+ * Incompressible content that never repeats (an AES-CTR keystream: fast, and unlike a repeated random block it
+ * neither deduplicates nor compresses), written in 1 MiB blocks.
+ */
 export async function writeBigFile(path: string, bytes: number): Promise<void> {
-  const block = randomBytes(1024 * 1024);
+  const keystream = createCipheriv('aes-128-ctr', randomBytes(16), randomBytes(16));
+  const zeros = Buffer.alloc(1024 * 1024);
   const handle = await open(path, 'w');
   try {
-    for (let written = 0, n = 0; written < bytes; n++) {
-      block.writeUInt32LE(n, 0);
-      const size = Math.min(block.length, bytes - written);
-      await handle.write(block, 0, size);
+    for (let written = 0; written < bytes; ) {
+      const size = Math.min(zeros.length, bytes - written);
+      await handle.write(keystream.update(zeros.subarray(0, size)));
       written += size;
     }
   } finally {
