@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { decodeChunk, DOWNLOAD_WINDOW, GarbageMeter, LifeboatError, newTransferId, type ArtifactForRestore, type ChunkKeys } from '@lifeboat/shared';
+import { decodeChunk, DOWNLOAD_WINDOW, DOWNLOAD_WINDOW_BYTES, GarbageMeter, LifeboatError, newTransferId, type ArtifactForRestore, type ChunkKeys } from '@lifeboat/shared';
 import type { ServerLink, TransferMessage } from './link.js';
 import type { JobContext } from './sources/source.js';
 
@@ -64,7 +64,17 @@ export function downloadArtifact(link: ServerLink, artifact: ArtifactForRestore,
       return;
     }
     const ids: string[] = [];
-    while (nextToRequest < chunks.length && nextToRequest - nextToEmit < DOWNLOAD_WINDOW) ids.push(chunks[nextToRequest++]!.id);
+    // A window by count and by bytes (chunks vary up to 8 MiB); the next chunk may always be asked for.
+    const ahead = () => {
+      let bytes = 0;
+      for (let i = nextToEmit; i < nextToRequest; i++) bytes += chunks[i]!.size;
+      return bytes;
+    };
+    let requestedBytes = ahead();
+    while (nextToRequest < chunks.length && nextToRequest - nextToEmit < DOWNLOAD_WINDOW && (nextToRequest === nextToEmit || requestedBytes + chunks[nextToRequest]!.size <= DOWNLOAD_WINDOW_BYTES)) {
+      requestedBytes += chunks[nextToRequest]!.size;
+      ids.push(chunks[nextToRequest++]!.id);
+    }
     if (ids.length) link.send('chunk.request', { jobId: ctx.jobId, transferId, chunkIds: ids });
   };
 

@@ -8,6 +8,7 @@ import {
   LifeboatError,
   newTransferId,
   UPLOAD_WINDOW,
+  UPLOAD_WINDOW_BYTES,
   type ArtifactMetadata,
   type RepositoryKeys,
   type EncodedChunk,
@@ -26,7 +27,7 @@ export interface UploadOptions {
 export const DEFAULT_UPLOAD_OPTIONS: UploadOptions = { compressionLevel: 3, keys: null };
 
 /** Chunks handed to the encoder ahead of the one being offered. */
-const ENCODE_AHEAD = 2;
+const ENCODE_AHEAD = 1;
 
 export interface UploadResult {
   artifactId: string;
@@ -71,9 +72,13 @@ export async function uploadArtifact(
     wake = null;
     w?.();
   };
+  let unsettledBytes = 0;
   const release = (id: string) => {
     const entry = offered.get(id);
-    if (entry && --entry.count === 0) offered.delete(id);
+    if (entry) {
+      unsettledBytes -= entry.chunk.size;
+      if (--entry.count === 0) offered.delete(id);
+    }
     unsettled--;
   };
 
@@ -144,8 +149,10 @@ export async function uploadArtifact(
   const garbage = new GarbageMeter();
   const offer = async (chunk: EncodedChunk) => {
     garbage.add(chunk.size + chunk.stored.length);
-    await waitUntil(() => unsettled < UPLOAD_WINDOW);
+    // A window by count and by bytes: one chunk may always go, however large.
+    await waitUntil(() => unsettled === 0 || (unsettled < UPLOAD_WINDOW && unsettledBytes + chunk.size <= UPLOAD_WINDOW_BYTES));
     unsettled++;
+    unsettledBytes += chunk.size;
     const entry = offered.get(chunk.id);
     if (entry) entry.count++;
     else offered.set(chunk.id, { chunk, count: 1 });

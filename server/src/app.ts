@@ -16,6 +16,7 @@ import {
   RestoreRequest,
   TokenCreateRequest,
   type ErrorCode,
+  type StatsView,
   type Logger,
 } from '@lifeboat/shared';
 import { bearerToken, hashSecret, newSecret, secretMatches } from './auth.js';
@@ -163,6 +164,12 @@ export function createApp(deps: AppDeps): Hono {
     return c.json({ snapshot: snapshotView(snap, agentNames(catalog)(snap.agentId), catalog.artifactsOf(snap.id)) });
   });
 
+  admin.get('/stats', (c) => {
+    const { plans, total } = catalog.storeStats();
+    const stats: StatsView = { plans: plans.map((p) => ({ ...p, dedupRatio: dedupRatio(p) })), total: { ...total, dedupRatio: dedupRatio(total) } };
+    return c.json(stats);
+  });
+
   admin.post('/restores', async (c) => {
     const req = await body(c, RestoreRequest);
     const job = jobs.requestRestore(req);
@@ -207,6 +214,10 @@ function requireAgentId(catalog: Catalog, name: string): string {
   const agent = catalog.agentByName(name);
   if (!agent) throw new LifeboatError('not_found', `no agent named "${name}"`);
   return agent.id;
+}
+
+function dedupRatio(figures: { bytesIn: number; bytesStored: number }): number | null {
+  return figures.bytesStored > 0 ? figures.bytesIn / figures.bytesStored : null;
 }
 
 function planView(row: { plan: unknown; createdAt: number; updatedAt: number }) {

@@ -3,7 +3,9 @@ import {
   Cipher,
   readChunkHeader,
   ArtifactMetadata,
+  buildSnapshotManifest,
   decodeFrame,
+  encodeSnapshotManifest,
   describeError,
   encodeFrameHeader,
   FrameKind,
@@ -11,6 +13,7 @@ import {
   LifeboatError,
   newId,
   parseDuration,
+  snapshotManifestKey,
   UPLOAD_WINDOW,
   type AgentMessages,
   type ChunkRef,
@@ -23,7 +26,7 @@ import {
   type ServerMessages,
   type WireError,
 } from '@lifeboat/shared';
-import type { Catalog, JobRow, NewArtifact } from './catalog/catalog.js';
+import type { Catalog, ChunkRow, JobRow, NewArtifact } from './catalog/catalog.js';
 import type { RepositoryEncryption } from './encryption.js';
 import type { StoreBackend } from '@lifeboat/shared';
 import { ChunkStore } from './store/chunks.js';
@@ -94,6 +97,8 @@ export class JobService {
   private readonly uploads = new Map<string, LiveJob>();
   private readonly chunks: ChunkStore;
   private readonly garbage = new GarbageMeter(8 * 1024 * 1024);
+  /** Stored sizes of chunks just written, for `lifeboat stats`: recorded in batches, not one fsync per chunk. */
+  private storedChunks: ChunkRow[] = [];
   private link: AgentLink | null = null;
 
   constructor(
@@ -328,13 +333,31 @@ export class JobService {
           throw new LifeboatError('integrity', 'this repository is encrypted; an unencrypted chunk was refused');
         }
         this.garbage.add(frame.data.length * 2);
-        await this.chunks.put(frame.chunkId, frame.data, size);
+        const put = await this.chunks.put(frame.chunkId, frame.data, size);
+        if (put.written) this.noteStoredChunk({ id: frame.chunkId, storedSize: put.storedSize, plainSize: size, createdAt: this.clock() });
         upload.pending--;
         this.link?.send(agentId, 'chunk.ack', { uploadId: upload.uploadId, chunkId: frame.chunkId });
       } catch (err) {
         this.failUpload(live, upload, err);
       }
     });
+  }
+
+  private noteStoredChunk(row: ChunkRow): void {
+    this.storedChunks.push(row);
+    if (this.storedChunks.length >= 128) this.flushStoredChunks();
+  }
+
+  /** Only statistics: a record lost to a crash makes `lifeboat stats` count that chunk at its plain size. */
+  private flushStoredChunks(): void {
+    if (this.storedChunks.length === 0) return;
+    const rows = this.storedChunks;
+    this.storedChunks = [];
+    try {
+      this.catalog.recordChunks(rows);
+    } catch (err) {
+      this.log.warn('could not record stored chunk sizes', { chunks: rows.length, error: describeError(err).message });
+    }
   }
 
   private failUpload(live: LiveJob, upload: Upload, err: unknown): void {
@@ -348,6 +371,7 @@ export class JobService {
     const upload = live.uploads.get(p.uploadId);
     if (!upload) throw new LifeboatError('protocol', `no upload ${p.uploadId} in job ${p.jobId}`);
     await upload.chain;
+    this.flushStoredChunks();
     live.uploads.delete(p.uploadId);
     this.uploads.delete(p.uploadId);
     if (upload.error) return; // upload.failed was sent already
@@ -434,9 +458,15 @@ export class JobService {
     const snapshotId = newId('snap');
     const createdAt = this.clock();
     const startedAt = live.startedAt ?? createdAt;
-    const manifest = { format: 1, snapshotId, planId: plan.id, agentId: live.agentId, jobId: live.id, createdAt: new Date(createdAt).toISOString(), startedAt: new Date(startedAt).toISOString(), plan, artifacts };
-    await this.backend.put(`snapshots/${snapshotId}.json`, Buffer.from(JSON.stringify(manifest)));
-    this.catalog.recordSnapshot({ id: snapshotId, planId: plan.id, agentId: live.agentId, jobId: live.id, createdAt, startedAt, artifacts }, createdAt, summary ?? `${artifacts.length} artifact(s)`);
+    const manifest = buildSnapshotManifest({ snapshotId, planId: plan.id, agentId: live.agentId, jobId: live.id, createdAt: new Date(createdAt).toISOString(), startedAt: new Date(startedAt).toISOString(), plan, artifacts });
+    await this.backend.put(snapshotManifestKey(snapshotId), encodeSnapshotManifest(manifest));
+    try {
+      this.catalog.recordSnapshot({ id: snapshotId, planId: plan.id, agentId: live.agentId, jobId: live.id, createdAt, startedAt, artifacts }, createdAt, summary ?? `${artifacts.length} artifact(s)`);
+    } catch (err) {
+      // Not recorded, so not a snapshot: rebuild-catalog must not bring it back from its manifest.
+      await this.backend.delete(snapshotManifestKey(snapshotId)).catch(() => undefined);
+      throw err;
+    }
     return snapshotId;
   }
 
@@ -495,6 +525,7 @@ export class JobService {
 
   /** Periodic: time out running jobs, drop queued runs whose window has passed. */
   tick(): void {
+    this.flushStoredChunks();
     const now = this.clock();
     for (const live of this.live.values()) {
       if (live.startedAt === null) continue;

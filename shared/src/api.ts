@@ -106,3 +106,22 @@ export const RestoreRequest = z
 export type RestoreRequest = z.infer<typeof RestoreRequest>;
 
 export const EncryptionView = z.object({ encryption: EncryptionSettings.nullable() });
+
+/** What the store holds for some snapshots (`lifeboat stats`). */
+export const StorageFigures = z.object({
+  snapshots: z.number().int().min(0),
+  /** The artifacts' sizes added up over every snapshot: what was backed up. */
+  bytesIn: z.number().min(0),
+  /** Distinct chunks the snapshots reference. */
+  uniqueChunks: z.number().int().min(0),
+  /** The stored (compressed, maybe encrypted) size of those chunks, each counted once. */
+  bytesStored: z.number().min(0),
+  /** Chunks stored before the server recorded stored sizes: counted at their plain size in bytesStored. */
+  chunksWithoutStoredSize: z.number().int().min(0),
+  /** bytesIn / bytesStored (deduplication and compression together); null when nothing is stored. */
+  dedupRatio: z.number().nullable(),
+});
+export type StorageFigures = z.infer<typeof StorageFigures>;
+/** Per plan (a chunk shared by plans counts in each of them) and in total (where it counts once). */
+export const StatsView = z.object({ plans: z.array(StorageFigures.extend({ planId: z.string() })), total: StorageFigures });
+export type StatsView = z.infer<typeof StatsView>;

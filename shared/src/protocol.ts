@@ -21,9 +21,13 @@ export const MAX_FRAME_BYTES = MAX_STORED_CHUNK_BYTES + 64;
  * Chunks an agent may have offered and not yet seen settled (the server answered "have", or acknowledged the
  * upload as durable): flow control, and the bound on what either side holds in memory.
  */
-export const UPLOAD_WINDOW = 8;
+export const UPLOAD_WINDOW = 4;
+/** …and at most this many bytes of them (chunks vary from 512 KiB to 8 MiB: a count alone bounds memory loosely). */
+export const UPLOAD_WINDOW_BYTES = 12 * 1024 * 1024;
 /** Chunks an agent may have requested and not yet received during a restore. */
-export const DOWNLOAD_WINDOW = 8;
+export const DOWNLOAD_WINDOW = 4;
+/** …and at most this many bytes of them. */
+export const DOWNLOAD_WINDOW_BYTES = 12 * 1024 * 1024;
 
 export const WireError = z.object({ code: z.enum(ErrorCodes), message: z.string() });
 export type WireError = z.infer<typeof WireError>;

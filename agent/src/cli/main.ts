@@ -1,4 +1,4 @@
-import { Command } from 'commander';
+import { Command, InvalidArgumentError } from 'commander';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -7,6 +7,7 @@ import { AuthRefused, startAgent } from '../agent.js';
 import { loadAgentConfig } from '../config.js';
 import { enroll, type EnrollOptions } from '../enroll.js';
 import { enableUnit, systemdUnit, writeUnit } from '../install.js';
+import type { RestoreFromStoreFlags } from './restore-from-store.js';
 
 /** Exit code for "the configuration is wrong" (sysexits EX_CONFIG); the systemd unit does not restart on it. */
 const EXIT_CONFIG = 78;
@@ -113,6 +114,50 @@ program
     const report = discoverReport(await discoverApplications(), agent.name, agent.source);
     process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : renderDiscoverYaml(report));
   });
+
+program
+  .command('restore-from-store')
+  .description('Restore a snapshot with only the store and the passphrase, no server: for when the server itself is lost.')
+  .requiredOption('--store <dir|s3://bucket/prefix?endpoint=URL>', 'the store: its directory, or an S3-compatible bucket (credentials from AWS_* environment variables)')
+  .option('--list', 'list the snapshots the store holds (id, plan, time, size), newest first')
+  .option('--json', 'with --list: print them as JSON')
+  .option('--snapshot <id>', 'the snapshot to restore (see --list)')
+  .option('--to <dir>', 'restore files, SQLite databases, and dumps without a database target into this directory')
+  .option('--to-postgres <url>', 'restore PostgreSQL dumps into this database, postgres://user@host:port/db (created if missing)')
+  .option('--to-mysql <url>', 'restore MySQL/MariaDB dumps into this database, mysql://user@host:port/db (created if missing)')
+  .option('--password-file <file>', 'for --to-postgres/--to-mysql: a file holding the database password')
+  .option('--passphrase-file <file>', 'the repository passphrase, for an encrypted store')
+  .option('--force', 'restore into a directory or database that is not empty')
+  .option('--artifact <n>', 'restore only this artifact (index from 0; repeatable)', (v: string, prev: number[]) => [...prev, artifactIndex(v)], [] as number[])
+  .option('--rewrite-host <old=new>', 'pydio-cells: replace a host in the restored configuration (repeatable)', (v: string, prev: { from: string; to: string }[]) => [...prev, hostRewrite(v)], [] as { from: string; to: string }[])
+  .addHelpText(
+    'after',
+    [
+      '',
+      'Progress goes to stderr; every chunk is verified (and decrypted) as it is read. Examples:',
+      '  lifeboat-agent restore-from-store --store /mnt/backup-disk/store --list',
+      '  lifeboat-agent restore-from-store --store /mnt/backup-disk/store --snapshot snap_7hx2m4q9ce3kwz5tbn8a \\',
+      '      --passphrase-file /root/lifeboat.pass --to /srv/restore',
+      "  AWS_ACCESS_KEY_ID=… AWS_SECRET_ACCESS_KEY=… lifeboat-agent restore-from-store --store 's3://backups/lifeboat?endpoint=https://s3.example' \\",
+      "      --snapshot snap_… --passphrase-file /root/lifeboat.pass --to-postgres 'postgres://postgres@127.0.0.1:5432/app' --password-file /root/pg.pass",
+    ].join('\n'),
+  )
+  .action(async (opts: RestoreFromStoreFlags) => {
+    const { restoreFromStoreCommand } = await import('./restore-from-store.js');
+    process.exitCode = await restoreFromStoreCommand(opts, { out: (line) => process.stdout.write(line + '\n'), err: (line) => process.stderr.write(line + '\n') });
+  });
+
+function artifactIndex(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('an artifact index from 0');
+  return n;
+}
+
+function hostRewrite(value: string): { from: string; to: string } {
+  const eq = value.indexOf('=');
+  if (eq <= 0 || eq === value.length - 1) throw new InvalidArgumentError('OLD=NEW');
+  return { from: value.slice(0, eq), to: value.slice(eq + 1) };
+}
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof LifeboatError) {

@@ -1,7 +1,7 @@
-import { and, asc, desc, eq, inArray, isNull, lt, type SQL } from 'drizzle-orm';
+import { and, asc, count, desc, eq, inArray, isNull, lt, sql, type SQL, type SQLWrapper } from 'drizzle-orm';
 import { LifeboatError, Plan, type JobStatus, type Plan as PlanT } from '@lifeboat/shared';
 import type { CatalogDb } from './db.js';
-import { agents, artifactChunks, artifacts, enrollmentTokens, jobs, plans, snapshots } from './schema.js';
+import { agents, artifactChunks, artifacts, chunks, enrollmentTokens, jobs, plans, snapshots } from './schema.js';
 
 export type AgentRow = typeof agents.$inferSelect;
 export type JobRow = typeof jobs.$inferSelect;
@@ -31,6 +31,23 @@ export interface NewSnapshot {
   startedAt: number;
   artifacts: NewArtifact[];
 }
+
+export type ChunkRow = typeof chunks.$inferSelect;
+
+/** What the store holds, counted over the snapshots in the catalog (`lifeboat stats`). */
+export interface StoreFigures {
+  snapshots: number;
+  /** The artifacts' sizes added up over every snapshot: what was backed up. */
+  bytesIn: number;
+  /** Distinct chunks the snapshots reference. */
+  uniqueChunks: number;
+  /** Stored (compressed, encrypted) sizes of those chunks, each counted once. */
+  bytesStored: number;
+  /** Referenced chunks with no recorded stored size, counted at their plain size instead. */
+  chunksWithoutStoredSize: number;
+}
+
+type Tx = Parameters<Parameters<CatalogDb['transaction']>[0]>[0];
 
 /**
  * Every catalog read and write, so the rest of the server never writes SQL.
@@ -234,19 +251,28 @@ export class Catalog {
         .where(and(eq(jobs.id, snap.jobId), eq(jobs.status, 'running')))
         .run();
       if (moved.changes === 0) throw new LifeboatError('conflict', `job ${snap.jobId} is no longer running; its snapshot was not recorded`);
-      const size = snap.artifacts.reduce((n, a) => n + a.size, 0);
-      tx.insert(snapshots).values({ id: snap.id, planId: snap.planId, agentId: snap.agentId, jobId: snap.jobId, status: 'complete', createdAt: snap.createdAt, startedAt: snap.startedAt, size }).run();
-      for (const a of snap.artifacts) {
-        tx.insert(artifacts)
-          .values({ id: a.id, snapshotId: snap.id, step: a.step, kind: a.kind, name: a.name, size: a.size, sha256: a.sha256, chunkCount: a.chunks.length, metadata: a.metadata })
-          .run();
-        // Batches keep each INSERT well under SQLite's bound-parameter limit.
-        for (let i = 0; i < a.chunks.length; i += 200) {
-          const batch = a.chunks.slice(i, i + 200).map((c, j) => ({ artifactId: a.id, seq: i + j, chunkId: c.id, size: c.size }));
-          tx.insert(artifactChunks).values(batch).run();
-        }
-      }
+      this.insertSnapshot(tx, snap);
     });
+  }
+
+  /** A snapshot read back from its manifest in the store (rebuild-catalog): no job to move on. */
+  importSnapshot(snap: NewSnapshot): void {
+    this.db.transaction((tx) => this.insertSnapshot(tx, snap));
+  }
+
+  private insertSnapshot(tx: Tx, snap: NewSnapshot): void {
+    const size = snap.artifacts.reduce((n, a) => n + a.size, 0);
+    tx.insert(snapshots).values({ id: snap.id, planId: snap.planId, agentId: snap.agentId, jobId: snap.jobId, status: 'complete', createdAt: snap.createdAt, startedAt: snap.startedAt, size }).run();
+    for (const a of snap.artifacts) {
+      tx.insert(artifacts)
+        .values({ id: a.id, snapshotId: snap.id, step: a.step, kind: a.kind, name: a.name, size: a.size, sha256: a.sha256, chunkCount: a.chunks.length, metadata: a.metadata })
+        .run();
+      // Batches keep each INSERT well under SQLite's bound-parameter limit.
+      for (let i = 0; i < a.chunks.length; i += 200) {
+        const batch = a.chunks.slice(i, i + 200).map((c, j) => ({ artifactId: a.id, seq: i + j, chunkId: c.id, size: c.size }));
+        tx.insert(artifactChunks).values(batch).run();
+      }
+    }
   }
 
   snapshot(id: string): SnapshotRow | undefined {
@@ -279,7 +305,88 @@ export class Catalog {
       .all();
   }
 
+  countSnapshots(): number {
+    return this.db.select({ n: count() }).from(snapshots).get()?.n ?? 0;
+  }
+
+  /** Whether any artifact already references this chunk. */
+  isChunkReferenced(id: string): boolean {
+    return this.db.select({ id: artifactChunks.chunkId }).from(artifactChunks).where(eq(artifactChunks.chunkId, id)).limit(1).get() !== undefined;
+  }
+
+  // ── chunks and storage ─────────────────────────────────────────────────────
+  /** Stored sizes of chunks the server wrote; a chunk already recorded keeps its first row. */
+  recordChunks(rows: ChunkRow[]): void {
+    this.db.transaction((tx) => {
+      for (let i = 0; i < rows.length; i += 200) tx.insert(chunks).values(rows.slice(i, i + 200)).onConflictDoNothing().run();
+    });
+  }
+
+  /**
+   * Per plan and in total. A chunk shared by several plans counts once in each of them and once in the total,
+   * so the plans' bytes stored can add up to more than the total.
+   */
+  storeStats(): { plans: (StoreFigures & { planId: string })[]; total: StoreFigures } {
+    const perPlan = this.db
+      .select({ planId: snapshots.planId, snapshots: count(), bytesIn: sql<number>`coalesce(sum(${snapshots.size}), 0)` })
+      .from(snapshots)
+      .groupBy(snapshots.planId)
+      .all();
+    // A chunk's id fixes its plaintext, so (id, size) pairs are as distinct as ids.
+    const planRefs = this.db
+      .selectDistinct({ planId: snapshots.planId, chunkId: artifactChunks.chunkId, plainSize: artifactChunks.size })
+      .from(artifactChunks)
+      .innerJoin(artifacts, eq(artifacts.id, artifactChunks.artifactId))
+      .innerJoin(snapshots, eq(snapshots.id, artifacts.snapshotId))
+      .as('plan_refs');
+    const storedPerPlan = this.db
+      .select({ planId: planRefs.planId, ...storedFigures(planRefs) })
+      .from(planRefs)
+      .leftJoin(chunks, eq(chunks.id, planRefs.chunkId))
+      .groupBy(planRefs.planId)
+      .all();
+    const allRefs = this.db
+      .selectDistinct({ chunkId: artifactChunks.chunkId, plainSize: artifactChunks.size })
+      .from(artifactChunks)
+      .as('all_refs');
+    const storedTotal = this.db.select(storedFigures(allRefs)).from(allRefs).leftJoin(chunks, eq(chunks.id, allRefs.chunkId)).get();
+
+    const counted = new Map(perPlan.map((r) => [r.planId, r]));
+    const stored = new Map(storedPerPlan.map((r) => [r.planId, r]));
+    // Plans without snapshots are listed too (with zeros); so are deleted plans whose snapshots remain.
+    const planIds = new Set([...counted.keys(), ...this.db.select({ id: plans.id }).from(plans).all().map((r) => r.id)]);
+    const figures = [...planIds].sort().map((planId) => {
+      const row = counted.get(planId);
+      const s = stored.get(planId);
+      return {
+        planId,
+        snapshots: row?.snapshots ?? 0,
+        bytesIn: Number(row?.bytesIn ?? 0),
+        uniqueChunks: Number(s?.uniqueChunks ?? 0),
+        bytesStored: Number(s?.bytesStored ?? 0),
+        chunksWithoutStoredSize: Number(s?.chunksWithoutStoredSize ?? 0),
+      };
+    });
+    const total: StoreFigures = {
+      snapshots: figures.reduce((n, p) => n + p.snapshots, 0),
+      bytesIn: figures.reduce((n, p) => n + p.bytesIn, 0),
+      uniqueChunks: Number(storedTotal?.uniqueChunks ?? 0),
+      bytesStored: Number(storedTotal?.bytesStored ?? 0),
+      chunksWithoutStoredSize: Number(storedTotal?.chunksWithoutStoredSize ?? 0),
+    };
+    return { plans: figures, total };
+  }
+
   expiredTokensBefore(now: number): number {
     return this.db.delete(enrollmentTokens).where(and(lt(enrollmentTokens.expiresAt, now), isNull(enrollmentTokens.usedAt))).run().changes;
   }
+}
+
+/** Aggregates over distinct (chunk id, plain size) references left-joined with the chunks table. */
+function storedFigures(refs: { plainSize: SQLWrapper }) {
+  return {
+    uniqueChunks: sql<number>`count(*)`,
+    bytesStored: sql<number>`coalesce(sum(coalesce(${chunks.storedSize}, ${refs.plainSize})), 0)`,
+    chunksWithoutStoredSize: sql<number>`coalesce(sum(${chunks.id} is null), 0)`,
+  };
 }

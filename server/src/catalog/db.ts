@@ -10,7 +10,11 @@ export type CatalogDb = BetterSQLite3Database<typeof schema> & { $client: Databa
 const MIGRATIONS = fileURLToPath(new URL('../../drizzle', import.meta.url));
 
 export function openCatalogDb(file: string): CatalogDb {
-  const sqlite = new Database(file);
+  return catalogDbOn(new Database(file));
+}
+
+/** The catalog on a connection opened elsewhere (rebuild-catalog opens the old catalog under an exclusive lock). */
+export function catalogDbOn(sqlite: Database.Database): CatalogDb {
   // DESIGN §11: WAL with synchronous=FULL, so a committed catalog row survives power loss.
   sqlite.pragma('journal_mode = WAL');
   sqlite.pragma('synchronous = FULL');

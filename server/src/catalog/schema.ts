@@ -86,3 +86,14 @@ export const artifactChunks = sqliteTable('artifact_chunks', {
   chunkId: text('chunk_id').notNull(),
   size: integer('size').notNull(),
 }, (t) => [primaryKey({ columns: [t.artifactId, t.seq] }), index('artifact_chunks_chunk').on(t.chunkId)]);
+
+/**
+ * What each chunk costs in the store, recorded when the server writes it (for `lifeboat stats`). Chunks
+ * written before this table existed, or whose record was lost in a crash, have no row: counted at their plain size.
+ */
+export const chunks = sqliteTable('chunks', {
+  id: text('id').primaryKey(),
+  storedSize: integer('stored_size').notNull(),
+  plainSize: integer('plain_size').notNull(),
+  createdAt: integer('created_at').notNull(),
+});

@@ -493,4 +493,29 @@ describe('lifeboat (admin CLI)', () => {
       expect(result.stderr).toContain('restore_refused: /srv/restore is not empty; pass --force');
     });
   });
+
+  describe('stats', () => {
+    const figures = { snapshots: 30, bytesIn: 30 * 1024 ** 3, uniqueChunks: 1500, bytesStored: 1.5 * 1024 ** 3, chunksWithoutStoredSize: 0, dedupRatio: 20 };
+    const stats = { plans: [{ planId: 'web', ...figures }, { planId: 'idle', snapshots: 0, bytesIn: 0, uniqueChunks: 0, bytesStored: 0, chunksWithoutStoredSize: 0, dedupRatio: null }], total: figures };
+
+    it('prints bytes in, bytes stored and the ratio per plan and in total', async () => {
+      const server = fakeServer((app) => app.get('/v1/stats', (c) => c.json(stats)));
+      const result = await run(['stats'], { fetch: server.fetch });
+      expect(result.code).toBe(0);
+      const lines = result.stdout.split('\n');
+      expect(lines[0]).toMatch(/^PLAN\s+SNAPSHOTS\s+BYTES IN\s+CHUNKS\s+BYTES STORED\s+RATIO$/);
+      expect(lines[1]).toMatch(/^web\s+30\s+30\.0 GiB\s+1500\s+1\.50 GiB\s+20\.00x$/);
+      expect(lines[2]).toMatch(/^idle\s+0\s+0 B\s+0\s+0 B\s+-$/);
+      expect(lines[3]).toMatch(/^TOTAL\s+30\s+/);
+      expect(result.stdout).not.toMatch(/plain size/);
+    });
+
+    it('says when stored sizes are partly unknown, and prints JSON that parses', async () => {
+      const partial = { ...stats, total: { ...figures, chunksWithoutStoredSize: 12 } };
+      const server = fakeServer((app) => app.get('/v1/stats', (c) => c.json(partial)));
+      expect((await run(['stats'], { fetch: server.fetch })).stdout).toContain('12 of 1500 chunks were stored before their stored size was recorded');
+      const json = await run(['stats', '--json'], { fetch: server.fetch });
+      expect(JSON.parse(json.stdout)).toEqual(partial);
+    });
+  });
 });

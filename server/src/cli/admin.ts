@@ -28,6 +28,7 @@ import {
   shellQuote,
   snapshotDetails,
   snapshotTable,
+  statsTable,
   type Sink,
 } from './output.js';
 
@@ -183,6 +184,7 @@ function buildProgram(ctx: Context, setExit: SetExit): Command {
   addSnapshotCommands(program, ctx, run);
   addRestoreCommand(program, ctx, run);
   addEncryptionCommands(program, ctx, run);
+  addStatsCommand(program, ctx, run);
   return program;
 }
 
@@ -547,6 +549,25 @@ async function showSnapshot(ctx: Context, id: string, json: boolean): Promise<nu
   const snapshot = await client(ctx).getSnapshot(id);
   if (json) ctx.out.json(snapshot);
   else ctx.out.lines(snapshotDetails(snapshot));
+  return EXIT_OK;
+}
+
+// ── stats ─────────────────────────────────────────────────────────────────────
+
+function addStatsCommand(program: Command, ctx: Context, run: Run): void {
+  program
+    .command('stats')
+    .description('what the store holds: bytes backed up, bytes stored, and the ratio (deduplication and compression), per plan and in total')
+    .option('--json', 'print the figures as JSON')
+    .addHelpText('after', example('lifeboat stats'))
+    .action((opts: { json?: boolean }) => run(() => showStats(ctx, opts.json === true)));
+}
+
+async function showStats(ctx: Context, json: boolean): Promise<number> {
+  const stats = await client(ctx).stats();
+  if (json) ctx.out.json(stats);
+  else if (stats.plans.length === 0) ctx.err.line('no plans and no snapshots yet');
+  else ctx.out.lines(statsTable(stats));
   return EXIT_OK;
 }
 

@@ -10,6 +10,7 @@ import {
   PlanApplyResponse,
   PlanView,
   SnapshotView,
+  StatsView,
   TokenCreateResponse,
   listIssues,
   type EncryptionSettings,
@@ -144,6 +145,10 @@ export class ApiClient {
 
   async initEncryption(settings: EncryptionSettings) {
     return (await this.#call('POST', '/v1/encryption', EncryptionView, settings)).encryption;
+  }
+
+  stats() {
+    return this.#call('GET', '/v1/stats', StatsView);
   }
 
   async restore(request: RestoreRequest) {

@@ -7,6 +7,7 @@ import {
   type JobView,
   type PlanView,
   type SnapshotView,
+  type StatsView,
 } from '@lifeboat/shared';
 
 /** Where the CLI writes: process.stdout/stderr in real use, buffers in tests. */
@@ -332,4 +333,33 @@ export function snapshotDetails(snapshot: SnapshotView): string[] {
     ]).map((l) => `      ${l}`),
   ]);
   return [...fields, `artifacts (${snapshot.artifacts.length}):`, ...artifacts];
+}
+
+// ── stats ─────────────────────────────────────────────────────────────────────
+
+function formatRatio(ratio: number | null): string {
+  return ratio === null ? '-' : `${ratio.toFixed(2)}x`;
+}
+
+/** Per plan, then the total; notes say what the figures mean where they could mislead. */
+export function statsTable(stats: StatsView): string[] {
+  const row = (name: string, f: StatsView['total']) => [
+    name,
+    String(f.snapshots),
+    formatBytes(f.bytesIn),
+    String(f.uniqueChunks),
+    formatBytes(f.bytesStored),
+    formatRatio(f.dedupRatio),
+  ];
+  const lines = formatTable(
+    ['PLAN', 'SNAPSHOTS', 'BYTES IN', 'CHUNKS', 'BYTES STORED', 'RATIO'],
+    [...stats.plans.map((p) => row(p.planId, p)), row('TOTAL', stats.total)],
+  );
+  lines.push('', 'bytes in: the snapshots\' sizes added up; bytes stored: the distinct chunks they reference, compressed (and encrypted); ratio: bytes in / bytes stored.');
+  if (stats.plans.length > 1) lines.push('A chunk several plans share counts in each of those plans and once in the total.');
+  const unrecorded = stats.total.chunksWithoutStoredSize;
+  if (unrecorded > 0) {
+    lines.push(`${unrecorded} of ${stats.total.uniqueChunks} chunks were stored before their stored size was recorded (or the catalog was rebuilt): they count at their plain size, so bytes stored is approximate.`);
+  }
+  return lines;
 }

@@ -1,6 +1,7 @@
 import { Command, InvalidArgumentError } from 'commander';
-import { resolve } from 'node:path';
-import { LIFEBOAT_VERSION, createLogger, exitQuietlyOnClosedPipe } from '@lifeboat/shared';
+import { stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { LIFEBOAT_VERSION, LifeboatError, createLogger, exitQuietlyOnClosedPipe } from '@lifeboat/shared';
 import { startServer } from '../server.js';
 
 function port(value: string): number {
@@ -40,7 +41,54 @@ program
     process.on('SIGTERM', () => stop('SIGTERM'));
   });
 
+program
+  .command('rebuild-catalog')
+  .description('Rebuild the catalog (snapshots, artifacts, chunk lists, plans) from the manifests in the store alone. Stop the server first.')
+  .requiredOption('--data <dir>', 'the server\'s data directory; DATA/catalog.db is replaced (the old one is kept as catalog.db.bak-<time>)')
+  .option('--store <dir|s3://bucket/prefix?endpoint=URL>', 'the store, as given to `start` (default DATA/store)')
+  .option('--force', 'replace a catalog that already lists snapshots (agents, plans and job history in it are kept)')
+  .option('--no-check-chunks', 'do not check that every chunk a manifest names is in the store (faster on a large bucket)')
+  .addHelpText(
+    'after',
+    [
+      '',
+      'The server must not be running: a catalog a server holds open is refused. Agents the catalog no longer',
+      'knows become revoked placeholders: enroll those machines again.',
+      '',
+      'Example:',
+      '  systemctl stop lifeboat-server && lifeboat-server rebuild-catalog --data /var/lib/lifeboat && systemctl start lifeboat-server',
+    ].join('\n'),
+  )
+  .action(async (opts: { data: string; store?: string; force?: boolean; checkChunks: boolean }) => {
+    const { rebuildCatalog, rebuildSummary } = await import('../catalog/rebuild.js');
+    const { openStore } = await import('@lifeboat/shared/store/open-store');
+    const dataDir = resolve(opts.data);
+    const spec = opts.store ?? join(dataDir, 'store');
+    const storeSpec = spec.startsWith('s3://') ? spec : resolve(spec);
+    if (!storeSpec.startsWith('s3://') && !(await isDirectory(storeSpec))) {
+      throw new LifeboatError('not_found', `there is no store directory at ${storeSpec}; give the store with --store`);
+    }
+    const report = await rebuildCatalog({
+      dataDir,
+      backend: openStore(storeSpec),
+      force: opts.force === true,
+      checkChunks: opts.checkChunks,
+      now: Date.now(),
+      progress: (line) => process.stderr.write(line + '\n'),
+    });
+    process.stdout.write(rebuildSummary(report).join('\n') + '\n');
+    if (report.damaged.length) {
+      process.stderr.write(`lifeboat-server: ${report.damaged.length} manifest(s) could not be used (listed above); the catalog was rebuilt without them\n`);
+      process.exitCode = 1;
+    }
+  });
+
+async function isDirectory(path: string): Promise<boolean> {
+  return stat(path).then((s) => s.isDirectory(), () => false);
+}
+
 program.parseAsync(process.argv).catch((err: Error) => {
   process.stderr.write(`lifeboat-server: ${err.message}\n`);
+  if (err instanceof LifeboatError) for (const line of err.details ?? []) process.stderr.write(`  ${line}\n`);
   process.exit(1);
 });

@@ -23,9 +23,10 @@ describe('ChunkStore', () => {
   it('stores a verified chunk once and returns it verified', () =>
     withStore(async (chunks) => {
       const c = encodeChunk(plain, { level: 3 });
-      await chunks.put(c.id, c.stored, c.size);
+      expect(await chunks.put(c.id, c.stored, c.size)).toEqual({ written: true, storedSize: c.stored.length });
       expect(await chunks.has(c.id)).toBe(true);
       expect((await chunks.get(c.id, c.size)).equals(c.stored)).toBe(true);
+      expect(await chunks.put(c.id, c.stored, c.size)).toEqual({ written: false });
     }));
 
   it('refuses a chunk whose bytes do not match its id, storing nothing', () =>

@@ -1,9 +1,11 @@
-import { Cipher, decodeChunk, LifeboatError, readChunkHeader } from '@lifeboat/shared';
+import { chunkKey, Cipher, decodeChunk, LifeboatError, readChunkHeader } from '@lifeboat/shared';
 import type { StoreBackend } from '@lifeboat/shared';
 
-export function chunkKey(id: string): string {
-  return `chunks/${id.slice(0, 2)}/${id}`;
-}
+/** Where a chunk lives in the store: one layout for the server and for agents reading the store directly (manifest.ts). */
+export { chunkKey };
+
+/** What a put did: `written` is false when the store already held the chunk (then its stored size is not known here). */
+export type PutResult = { written: true; storedSize: number } | { written: false };
 
 /**
  * Content-addressed chunks on top of a backend, kept in the stored format of chunk-codec.ts. The store is
@@ -15,10 +17,11 @@ export class ChunkStore {
   constructor(private readonly backend: StoreBackend) {}
 
   /** Verifies and stores a chunk; a chunk the store already holds is not written again. */
-  async put(id: string, stored: Buffer, plainSize: number): Promise<void> {
+  async put(id: string, stored: Buffer, plainSize: number): Promise<PutResult> {
     verifyStoredChunk(stored, id, plainSize, 'nothing stored');
-    if (await this.backend.has(chunkKey(id))) return;
+    if (await this.backend.has(chunkKey(id))) return { written: false };
     await this.backend.put(chunkKey(id), stored);
+    return { written: true, storedSize: stored.length };
   }
 
   /** The stored bytes of a chunk, verified. */

@@ -1,0 +1,136 @@
+import { createCipheriv, createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { chunkKey, ContentDefinedChunker, encodeChunk, FsBackend, type ChunkKeys } from '@lifeboat/shared';
+import { collect, rejection } from '../sources/test-context.suite.js';
+import { readArtifact, type StoredArtifact } from './store-reader.js';
+
+let dir: string;
+let store: FsBackend;
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'lifeboat-store-reader-'));
+  store = new FsBackend(dir);
+});
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+const keys: ChunkKeys = { encryption: randomBytes(32), id: randomBytes(32) };
+
+/** Incompressible bytes that are the same on every run, so chunk boundaries (and counts) are too. */
+function noise(bytes: number, seed: number): Buffer {
+  return createCipheriv('aes-256-ctr', Buffer.alloc(32, seed), Buffer.alloc(16)).update(Buffer.alloc(bytes));
+}
+
+/** Cuts, encodes and stores content as a backup would; returns the artifact as its manifest records it. */
+async function stored(content: Buffer, chunkKeys: ChunkKeys | null = null): Promise<StoredArtifact> {
+  const chunker = new ContentDefinedChunker();
+  const chunks = [];
+  for (const piece of [...chunker.push(content), ...chunker.finish()]) {
+    const chunk = encodeChunk(piece, { level: 3, keys: chunkKeys });
+    await store.put(chunkKey(chunk.id), chunk.stored);
+    chunks.push({ id: chunk.id, size: chunk.size });
+  }
+  return { name: 'site', kind: 'files', step: 0, size: content.length, sha256: createHash('sha256').update(content).digest('hex'), chunks };
+}
+
+describe('readArtifact', () => {
+  it('reads an artifact back in order, verified, and reports progress', async () => {
+    const content = Buffer.concat([noise(3_000_000, 1), Buffer.from('text '.repeat(300_000))]);
+    const artifact = await stored(content);
+    expect(artifact.chunks.length).toBeGreaterThan(2);
+    const progress: number[] = [];
+    expect((await collect(readArtifact(store, artifact, null, { onProgress: (n) => progress.push(n) }))).equals(content)).toBe(true);
+    expect(progress.at(-1)).toBe(content.length);
+  });
+
+  it('decrypts with the repository keys and refuses other keys', async () => {
+    const content = randomBytes(2_000_000);
+    const artifact = await stored(content, keys);
+    expect((await collect(readArtifact(store, artifact, keys))).equals(content)).toBe(true);
+    const err = await rejection(collect(readArtifact(store, artifact, { encryption: randomBytes(32), id: keys.id })));
+    expect(err.code).toBe('integrity');
+    expect(err.message).toMatch(/artifact site \(files, step 0\): chunk .* fails authentication/);
+    expect((await rejection(collect(readArtifact(store, artifact, null)))).message).toMatch(/is encrypted; this restore has no passphrase/);
+  });
+
+  it('names a chunk the store lacks', async () => {
+    const artifact = await stored(noise(3_000_000, 3));
+    await store.delete(chunkKey(artifact.chunks[1]!.id));
+    const err = await rejection(collect(readArtifact(store, artifact, null)));
+    expect(err.code).toBe('not_found');
+    expect(err.message).toContain(`chunk ${artifact.chunks[1]!.id.slice(0, 16)}… is missing from the store`);
+  });
+
+  it('refuses a chunk damaged in the store', async () => {
+    const artifact = await stored(randomBytes(1_500_000));
+    const key = chunkKey(artifact.chunks[0]!.id);
+    const damaged = await store.get(key);
+    damaged[damaged.length - 10]! ^= 0x01;
+    await store.put(key, damaged);
+    expect((await rejection(collect(readArtifact(store, artifact, null)))).code).toBe('integrity');
+  });
+
+  it('refuses a stream that does not hash to what was recorded', async () => {
+    const artifact = await stored(randomBytes(1_000_000));
+    const err = await rejection(collect(readArtifact(store, { ...artifact, sha256: 'f'.repeat(64) }, null)));
+    expect(err.message).toMatch(/does not match what was recorded at backup/);
+  });
+
+  it('reads an artifact that holds the same chunk twice, and an empty one', async () => {
+    const content = randomBytes(700_000);
+    const once = await stored(content);
+    const twice = Buffer.concat([content, content]);
+    const artifact = { ...once, size: twice.length, sha256: createHash('sha256').update(twice).digest('hex'), chunks: [...once.chunks, ...once.chunks] };
+    expect((await collect(readArtifact(store, artifact, null))).equals(twice)).toBe(true);
+    const empty = { ...once, size: 0, sha256: createHash('sha256').digest('hex'), chunks: [] };
+    expect((await collect(readArtifact(store, empty, null))).length).toBe(0);
+  });
+
+  it('reads only a few chunks ahead of a slow consumer', async () => {
+    const artifact = await stored(noise(8_000_000, 2));
+    expect(artifact.chunks.length).toBeGreaterThan(5);
+    let fetched = 0;
+    let inFlight = 0;
+    let maxInFlight = 0;
+    const counting = {
+      async get(key: string) {
+        fetched++;
+        maxInFlight = Math.max(maxInFlight, ++inFlight);
+        try {
+          return await store.get(key);
+        } finally {
+          inFlight--;
+        }
+      },
+    };
+    const stream = readArtifact(counting, artifact, null, { readAhead: 2 });
+    let consumed = 0;
+    let maxAhead = 0;
+    for await (const piece of stream as AsyncIterable<Buffer>) {
+      void piece;
+      consumed++;
+      await new Promise((r) => setTimeout(r, 20));
+      maxAhead = Math.max(maxAhead, fetched - consumed);
+    }
+    expect(consumed).toBe(artifact.chunks.length);
+    expect(maxInFlight).toBeLessThanOrEqual(2);
+    expect(maxAhead).toBeLessThanOrEqual(2);
+  });
+
+  it('stops reading when the consumer gives up', async () => {
+    const artifact = await stored(noise(8_000_000, 2));
+    let fetched = 0;
+    const stream = readArtifact({ get: (key) => (fetched++, store.get(key)) }, artifact, null, { readAhead: 2 });
+    for await (const piece of stream as AsyncIterable<Buffer>) {
+      void piece;
+      break;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+    expect(stream.destroyed).toBe(true);
+    expect(fetched).toBeLessThanOrEqual(4);
+  });
+});

@@ -1,0 +1,73 @@
+import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { chunkKey, decodeChunk, LifeboatError, type ChunkKeys, type ChunkRef, type StoreBackend } from '@lifeboat/shared';
+
+/** What reading an artifact from the store needs to know about it. */
+export interface StoredArtifact {
+  name: string;
+  kind: string;
+  step: number;
+  size: number;
+  sha256: string;
+  chunks: readonly ChunkRef[];
+}
+
+export interface ReadArtifactOptions {
+  /** Chunks fetched ahead of the consumer (default 4): what is in memory is at most this many chunks, decoded. */
+  readAhead?: number;
+  signal?: AbortSignal;
+  /** Bytes emitted so far, after each chunk. */
+  onProgress?: (bytes: number) => void;
+}
+
+/**
+ * An artifact's bytes read straight from the store, for restores without a server and for restore drills: its
+ * chunks in order, a few fetched ahead, each decoded and verified (authentication tag, recorded length, id), and
+ * the whole stream checked against the recorded size and SHA-256 before it ends. The store is untrusted
+ * (DESIGN §11): any failure destroys the stream with a LifeboatError('integrity' or 'not_found') naming the chunk.
+ * Memory stays bounded by the read-ahead whatever the artifact's size; the consumer's pace sets the reading pace.
+ */
+export function readArtifact(reader: Pick<StoreBackend, 'get'>, artifact: StoredArtifact, keys: ChunkKeys | null, options: ReadArtifactOptions = {}): Readable {
+  const readAhead = Math.max(1, options.readAhead ?? 4);
+  const where = `artifact ${artifact.name} (${artifact.kind}, step ${artifact.step})`;
+
+  const fetchChunk = async (ref: ChunkRef): Promise<Buffer> => {
+    let stored: Buffer;
+    try {
+      stored = await reader.get(chunkKey(ref.id));
+    } catch (err) {
+      if (err instanceof LifeboatError && err.code === 'not_found') throw new LifeboatError('not_found', `${where}: chunk ${ref.id.slice(0, 16)}… is missing from the store`);
+      throw err instanceof LifeboatError ? new LifeboatError(err.code, `${where}: ${err.message}`) : err;
+    }
+    try {
+      return decodeChunk(stored, ref.id, ref.size, keys);
+    } catch (err) {
+      throw err instanceof LifeboatError ? new LifeboatError(err.code, `${where}: ${err.message}`) : err;
+    }
+  };
+
+  async function* chunksInOrder(): AsyncGenerator<Buffer> {
+    const ahead: Promise<Buffer>[] = [];
+    const whole = createHash('sha256');
+    let requested = 0;
+    let emitted = 0;
+    for (let index = 0; index < artifact.chunks.length; index++) {
+      while (requested < artifact.chunks.length && requested - index < readAhead) {
+        const pending = fetchChunk(artifact.chunks[requested++]!);
+        // Awaited in order below; until then a rejection must not count as unhandled (the stream may end first).
+        pending.catch(() => undefined);
+        ahead.push(pending);
+      }
+      const data = await ahead.shift()!;
+      whole.update(data);
+      emitted += data.length;
+      options.onProgress?.(emitted);
+      yield data;
+    }
+    if (emitted !== artifact.size || whole.digest('hex') !== artifact.sha256) {
+      throw new LifeboatError('integrity', `${where}: the stream read from the store does not match what was recorded at backup (SHA-256 or size differs)`);
+    }
+  }
+
+  return Readable.from(chunksInOrder(), { objectMode: false, highWaterMark: 1, ...(options.signal ? { signal: options.signal } : {}) });
+}

@@ -1,0 +1,86 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { chunkKey, FsBackend, Plan } from '@lifeboat/shared';
+import { backupDriver, type BackupDriver } from '../backup-driver.suite.js';
+import { Catalog } from './catalog.js';
+import { openCatalogDb } from './db.js';
+import { chunks } from './schema.js';
+
+let dir: string;
+let backend: FsBackend;
+let catalog: Catalog;
+let driver: BackupDriver;
+let clock = Date.parse('2025-03-01T02:00:00Z');
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'lifeboat-catalog-'));
+  backend = new FsBackend(join(dir, 'store'));
+  catalog = new Catalog(openCatalogDb(join(dir, 'catalog.db')));
+  driver = backupDriver(catalog, backend, () => clock);
+  driver.enroll('web-1');
+  catalog.applyPlans(['web', 'app', 'idle'].map((id) => Plan.parse({ id, agent: 'web-1', steps: [{ files: { paths: [`/srv/${id}`] } }] })), clock);
+});
+afterEach(async () => {
+  catalog.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+/** What the store really holds for a set of chunks. */
+async function storedBytes(ids: Iterable<string>): Promise<number> {
+  let total = 0;
+  for (const id of new Set(ids)) total += (await backend.get(chunkKey(id))).length;
+  return total;
+}
+
+function chunkIdsOf(planId: string): string[] {
+  return catalog.listSnapshots({ planId }).flatMap((s) => catalog.artifactsOf(s.id).flatMap((a) => catalog.chunksOf(a.id).map((c) => c.id)));
+}
+
+describe('Catalog.storeStats', () => {
+  it('counts bytes in per snapshot and every referenced chunk once at its stored size', async () => {
+    const text = Buffer.from('a log line that compresses well, over and over again\n'.repeat(60_000));
+    const noise = randomBytes(1_200_000);
+    await driver.backUp('web', [{ name: 'site', content: Buffer.concat([text, noise]) }]);
+    clock += 1000;
+    await driver.backUp('web', [{ name: 'site', content: Buffer.concat([text, noise]) }]);
+    clock += 1000;
+    await driver.backUp('app', [{ name: 'app', content: Buffer.concat([text, noise, randomBytes(600_000)]) }]);
+
+    const stats = catalog.storeStats();
+    const size = text.length + noise.length;
+    const web = stats.plans.find((p) => p.planId === 'web')!;
+    expect(web).toMatchObject({ snapshots: 2, bytesIn: 2 * size, uniqueChunks: new Set(chunkIdsOf('web')).size, chunksWithoutStoredSize: 0 });
+    expect(web.bytesStored).toBe(await storedBytes(chunkIdsOf('web')));
+    // Compressed and deduplicated: far less stored than backed up.
+    expect(web.bytesStored).toBeLessThan(size / 2);
+    expect(stats.plans.find((p) => p.planId === 'idle')).toEqual({ planId: 'idle', snapshots: 0, bytesIn: 0, uniqueChunks: 0, bytesStored: 0, chunksWithoutStoredSize: 0 });
+
+    const all = [...chunkIdsOf('web'), ...chunkIdsOf('app')];
+    expect(stats.total).toMatchObject({ snapshots: 3, uniqueChunks: new Set(all).size, bytesStored: await storedBytes(all) });
+    expect(stats.total.bytesIn).toBe(stats.plans.reduce((n, p) => n + p.bytesIn, 0));
+    // Chunks shared between plans count in both plans, once in the total.
+    const perPlan = stats.plans.reduce((n, p) => n + p.bytesStored, 0);
+    expect(perPlan).toBeGreaterThan(stats.total.bytesStored);
+  });
+
+  it('counts chunks whose stored size was never recorded at their plain size, and says how many', async () => {
+    const content = Buffer.from('compressible text\n'.repeat(200_000));
+    await driver.backUp('web', [{ name: 'site', content }]);
+    catalog.db.delete(chunks).run();
+    const stats = catalog.storeStats().total;
+    expect(stats.chunksWithoutStoredSize).toBe(stats.uniqueChunks);
+    expect(stats.bytesStored).toBe(content.length);
+  });
+
+  it('records a chunk the store already held only once', async () => {
+    const content = randomBytes(1_000_000);
+    const first = await driver.backUp('web', [{ name: 'site', content }]);
+    const second = await driver.backUp('web', [{ name: 'site', content }]);
+    expect(first.sent).toBeGreaterThan(0);
+    expect(second.sent).toBe(0);
+    expect(catalog.db.select().from(chunks).all()).toHaveLength(new Set(chunkIdsOf('web')).size);
+  });
+});

@@ -1,0 +1,76 @@
+import { describe, expect, it } from 'vitest';
+import { LifeboatError } from './errors.js';
+import { buildSnapshotManifest, chunkKey, encodeSnapshotManifest, readSnapshotManifest, snapshotIdOfKey, snapshotManifestKey, type SnapshotManifestInput } from './manifest.js';
+import { Plan } from './plan.js';
+
+const id = (c: string) => c.repeat(64);
+const input: SnapshotManifestInput = {
+  snapshotId: 'snap_abc',
+  planId: 'web',
+  agentId: 'agt_1',
+  jobId: 'job_1',
+  createdAt: '2025-03-01T02:00:00.000Z',
+  startedAt: '2025-03-01T01:59:00.000Z',
+  plan: Plan.parse({ id: 'web', agent: 'web-1', steps: [{ files: { paths: ['/srv'] } }] }),
+  artifacts: [
+    {
+      id: 'art_1',
+      step: 0,
+      kind: 'files',
+      name: '/srv',
+      size: 30,
+      sha256: id('a'),
+      metadata: { kind: 'files', paths: ['/srv'], entries: 1, files: 1, directories: 0, symlinks: 0, fileBytes: 30 },
+      chunks: [{ id: id('b'), size: 10 }, { id: id('c'), size: 20 }],
+    },
+  ],
+};
+
+describe('snapshot manifests', () => {
+  it('lay out the store in one place', () => {
+    expect(chunkKey(id('b'))).toBe(`chunks/bb/${id('b')}`);
+    expect(snapshotManifestKey('snap_abc')).toBe('snapshots/snap_abc.json');
+    expect(snapshotIdOfKey('snapshots/snap_abc.json')).toBe('snap_abc');
+    expect(snapshotIdOfKey('snapshots/../x.json')).toBeNull();
+  });
+
+  it('round-trip through the bytes written to the store', () => {
+    const manifest = buildSnapshotManifest(input);
+    const read = readSnapshotManifest(encodeSnapshotManifest(manifest), 'snapshots/snap_abc.json');
+    expect(read).toEqual({ ok: true, manifest, problems: [] });
+  });
+
+  it('are refused at write time when they would not read back', () => {
+    const bad = { ...input, artifacts: [{ ...input.artifacts[0]!, kind: 'tape' }] };
+    expect(() => buildSnapshotManifest(bad)).toThrow(LifeboatError);
+    const short = { ...input, artifacts: [{ ...input.artifacts[0]!, size: 31 }] };
+    try {
+      buildSnapshotManifest(short);
+      expect.unreachable();
+    } catch (err) {
+      expect((err as LifeboatError).details?.join()).toMatch(/chunk sizes do not add up/);
+    }
+  });
+
+  it('say what is wrong with a damaged one', () => {
+    const good = encodeSnapshotManifest(buildSnapshotManifest(input));
+    expect(readSnapshotManifest(good.subarray(0, 40))).toEqual({ ok: false, problems: ['not valid JSON (truncated or damaged)'] });
+    expect(readSnapshotManifest(good, 'snapshots/snap_other.json')).toMatchObject({ ok: false, problems: [expect.stringMatching(/names snapshot snap_abc/)] });
+    const future = JSON.stringify({ ...JSON.parse(good.toString()), format: 2 });
+    expect(readSnapshotManifest(Buffer.from(future))).toMatchObject({ ok: false, problems: [expect.stringMatching(/format 2 is not 1/)] });
+    const reordered = JSON.parse(good.toString());
+    reordered.artifacts[0].step = 1;
+    expect(readSnapshotManifest(Buffer.from(JSON.stringify(reordered)))).toMatchObject({ ok: false, problems: [expect.stringMatching(/steps run 0, 1, 2/)] });
+  });
+
+  it('stay usable when only the plan no longer validates', () => {
+    const raw = JSON.parse(encodeSnapshotManifest(buildSnapshotManifest(input)).toString());
+    raw.plan.steps = [{ tape: {} }];
+    const read = readSnapshotManifest(Buffer.from(JSON.stringify(raw)));
+    expect(read.ok).toBe(true);
+    if (!read.ok) return;
+    expect(read.manifest.plan).toBeNull();
+    expect(read.manifest.artifacts).toHaveLength(1);
+    expect(read.problems[0]).toMatch(/plan does not validate/);
+  });
+});
