@@ -334,7 +334,7 @@ export class JobService {
         }
         this.garbage.add(frame.data.length * 2);
         const put = await this.chunks.put(frame.chunkId, frame.data, size);
-        if (put.written) this.noteStoredChunk({ id: frame.chunkId, storedSize: put.storedSize, plainSize: size, createdAt: this.clock() });
+        if (put.written) this.noteStoredChunk({ id: frame.chunkId, storedSize: put.storedSize, plainSize: size, createdAt: this.clock(), lastUsedAt: this.clock() });
         upload.pending--;
         this.link?.send(agentId, 'chunk.ack', { uploadId: upload.uploadId, chunkId: frame.chunkId });
       } catch (err) {

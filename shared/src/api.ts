@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { Labels, SafeName, AbsolutePath } from './ids.js';
-import { ToolInfo, ArtifactMetadata, HostRewrite, MysqlTarget, PostgresTarget, WireError } from './protocol.js';
+import { ToolInfo, ArtifactMetadata, DrillCheckResult, HostRewrite, MysqlTarget, PostgresTarget, WireError } from './protocol.js';
 import { Duration, Plan } from './plan.js';
 import { EncryptionSettings } from './keys.js';
 
@@ -40,7 +40,7 @@ export const PlanApplyResponse = z.object({ created: z.array(z.string()), update
 export const JobStatus = z.enum(['queued', 'dispatched', 'running', 'succeeded', 'failed', 'cancelled']);
 export type JobStatus = z.infer<typeof JobStatus>;
 export const FINISHED_JOB_STATUSES: readonly JobStatus[] = ['succeeded', 'failed', 'cancelled'];
-export const JobKind = z.enum(['backup', 'restore']);
+export const JobKind = z.enum(['backup', 'restore', 'drill']);
 export type JobKind = z.infer<typeof JobKind>;
 
 export const JobProgress = z.object({ phase: z.string(), bytes: z.number(), totalBytes: z.number().optional(), at: z.string() });
@@ -77,7 +77,8 @@ export const SnapshotView = z.object({
   planId: z.string(),
   agentName: z.string(),
   jobId: z.string(),
-  status: z.enum(['complete']),
+  status: z.enum(['complete', 'damaged']),
+  damagedReason: z.string().nullable().optional(),
   createdAt: z.string(),
   startedAt: z.string(),
   durationMs: z.number(),
@@ -125,3 +126,22 @@ export type StorageFigures = z.infer<typeof StorageFigures>;
 /** Per plan (a chunk shared by plans counts in each of them) and in total (where it counts once). */
 export const StatsView = z.object({ plans: z.array(StorageFigures.extend({ planId: z.string() })), total: StorageFigures });
 export type StatsView = z.infer<typeof StatsView>;
+
+export const DrillView = z.object({
+  id: z.string(),
+  planId: z.string(),
+  snapshotId: z.string(),
+  agentName: z.string().nullable(),
+  jobId: z.string().nullable(),
+  status: z.enum(['queued', 'running', 'passed', 'failed']),
+  trigger: z.string(),
+  createdAt: z.string(),
+  startedAt: z.string().nullable(),
+  finishedAt: z.string().nullable(),
+  restoreMs: z.number().nullable(),
+  bytesRestored: z.number().nullable(),
+  checks: z.array(DrillCheckResult),
+  error: z.string().nullable(),
+});
+export type DrillView = z.infer<typeof DrillView>;
+export const DrillRunRequest = z.object({ snapshotId: z.string().optional() }).strict();

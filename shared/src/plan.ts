@@ -167,10 +167,13 @@ export const RetentionPolicy = z
   .strict();
 export type RetentionPolicy = z.infer<typeof RetentionPolicy>;
 
+/** A plan's own drill check: SQL that must return true in the restored database, or a command that must exit 0 in the restored tree. */
 export const DrillCheck = z.union([
   z.object({ sql: z.string().min(1) }).strict(),
   z.object({ command: z.array(z.string().min(1)).min(1) }).strict(),
 ]);
+
+export type DrillCheck = z.infer<typeof DrillCheck>;
 
 export const DrillPolicy = z
   .object({

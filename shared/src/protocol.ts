@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { ErrorCodes } from './errors.js';
 import { AbsolutePath, DatabaseHost, DatabaseName, DatabaseUser, EnvName, Labels, Port, Sha256Hex } from './ids.js';
-import { Plan, RecipeNames } from './plan.js';
+import { DrillCheck, Plan, RecipeNames } from './plan.js';
 import { EncryptionSettings } from './keys.js';
 
 /**
@@ -146,6 +146,18 @@ export type RestoreTarget = z.infer<typeof RestoreTarget>;
 
 export const HostRewrite = z.object({ from: z.string().min(1), to: z.string().min(1) });
 
+/** One check of a drill: e.g. "postgres shop: tables and row counts", "files: manifest", "sql: select …". */
+export const DrillCheckResult = z.object({ name: z.string().max(500), ok: z.boolean(), detail: z.string().max(4000) });
+export type DrillCheckResult = z.infer<typeof DrillCheckResult>;
+
+export const DrillReport = z.object({
+  /** From the first chunk requested to the last artifact restored and checked by its source (the RTO). */
+  restoreMs: z.number().int().min(0),
+  bytesRestored: z.number().int().min(0),
+  checks: z.array(DrillCheckResult),
+});
+export type DrillReport = z.infer<typeof DrillReport>;
+
 function message<T extends string, P extends z.ZodType>(type: T, payload: P) {
   return z.object({ v: z.literal(PROTOCOL_VERSION), id: z.string().max(64), type: z.literal(type), payload });
 }
@@ -196,6 +208,8 @@ export const AgentMessages = {
     summary: z.string().max(4000).optional(),
     /** For a backup: how many artifacts it produced (a recipe decides the count on the agent). */
     artifacts: z.number().int().min(0).optional(),
+    /** For a drill: what was checked, and how long the restore took. `ok` is true only if every check passed. */
+    drill: DrillReport.optional(),
   }),
 } as const;
 
@@ -224,6 +238,18 @@ export const ServerMessages = {
     /** The recipe that made the snapshot, for its after-restore step (e.g. rewriting hosts in pydio.json). */
     recipe: z.enum(RecipeNames).nullable().default(null),
     rewriteHosts: z.array(HostRewrite).default([]),
+  }),
+  /**
+   * A restore drill: restore every artifact into scratch (throwaway PostgreSQL/MariaDB, temp dirs) on this
+   * agent, check it against what was recorded at backup, time it, tear everything down, and report.
+   */
+  'job.drill': z.object({
+    jobId: z.string(),
+    drillId: z.string(),
+    planId: z.string(),
+    snapshotId: z.string(),
+    artifacts: z.array(ArtifactForRestore).min(1),
+    checks: z.array(DrillCheck),
   }),
   'job.cancel': z.object({ jobId: z.string(), reason: z.string() }),
   /** The store already holds this chunk: it is part of the artifact, and nothing needs to travel. */

@@ -36,7 +36,7 @@ export const plans = sqliteTable('plans', {
 
 export const jobs = sqliteTable('jobs', {
   id: text('id').primaryKey(),
-  kind: text('kind', { enum: ['backup', 'restore'] }).notNull(),
+  kind: text('kind', { enum: ['backup', 'restore', 'drill'] }).notNull(),
   planId: text('plan_id'),
   agentId: text('agent_id').notNull(),
   status: text('status', { enum: ['queued', 'dispatched', 'running', 'succeeded', 'failed', 'cancelled'] }).notNull(),
@@ -60,8 +60,12 @@ export const snapshots = sqliteTable('snapshots', {
   planId: text('plan_id').notNull(),
   agentId: text('agent_id').notNull(),
   jobId: text('job_id').notNull(),
-  /** Only complete snapshots are ever written: a snapshot row is the last write of a successful backup. */
-  status: text('status', { enum: ['complete'] }).notNull(),
+  /**
+   * A snapshot row is the last write of a successful backup, so it starts 'complete'; `verify` marks it
+   * 'damaged' when a chunk it references is missing or corrupt (with why in damagedReason).
+   */
+  status: text('status', { enum: ['complete', 'damaged'] }).notNull(),
+  damagedReason: text('damaged_reason'),
   createdAt: integer('created_at').notNull(),
   startedAt: integer('started_at').notNull(),
   size: integer('size').notNull(),
@@ -96,4 +100,29 @@ export const chunks = sqliteTable('chunks', {
   storedSize: integer('stored_size').notNull(),
   plainSize: integer('plain_size').notNull(),
   createdAt: integer('created_at').notNull(),
+  /**
+   * Last time an upload relied on this chunk (stored it, or was told the store has it). Garbage collection
+   * spares chunks used within its grace period, so a backup in flight never loses a chunk it counts on.
+   */
+  lastUsedAt: integer('last_used_at'),
 });
+
+/** Restore drills: a snapshot restored into scratch on an isolated agent, checked, timed, torn down. */
+export const drills = sqliteTable('drills', {
+  id: text('id').primaryKey(),
+  planId: text('plan_id').notNull(),
+  snapshotId: text('snapshot_id').notNull(),
+  agentId: text('agent_id'),
+  jobId: text('job_id'),
+  status: text('status', { enum: ['queued', 'running', 'passed', 'failed'] }).notNull(),
+  trigger: text('trigger').notNull(),
+  createdAt: integer('created_at').notNull(),
+  startedAt: integer('started_at'),
+  finishedAt: integer('finished_at'),
+  /** Measured restore time (the RTO), ms: from the first chunk fetched to the last artifact restored. */
+  restoreMs: integer('restore_ms'),
+  bytesRestored: integer('bytes_restored'),
+  /** Every check with its outcome: [{ name, ok, detail }]. */
+  checks: text('checks', { mode: 'json' }).$type<{ name: string; ok: boolean; detail: string }[]>().notNull(),
+  error: text('error'),
+}, (t) => [index('drills_plan').on(t.planId, t.createdAt), index('drills_snapshot').on(t.snapshotId)]);
