@@ -3,6 +3,7 @@ import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import type { z } from 'zod';
 import {
+  DrillRunRequest,
   EncryptionSettings,
   EnrollRequest,
   JobStatus,
@@ -13,11 +14,14 @@ import {
   parseDuration,
   parseOptions,
   parsePlanFile,
+  PruneRequest,
+  VerifyRequest,
   RestoreRequest,
   TokenCreateRequest,
   type ErrorCode,
   type StatsView,
   type Logger,
+  type StoreBackend,
 } from '@lifeboat/shared';
 import { bearerToken, hashSecret, newSecret, secretMatches } from './auth.js';
 import type { Catalog } from './catalog/catalog.js';
@@ -25,7 +29,10 @@ import type { RepositoryEncryption } from './encryption.js';
 import type { Hub } from './hub/hub.js';
 import type { Clock, JobService } from './jobs.js';
 import { scheduleProblems, type Scheduler } from './scheduler.js';
-import { agentNames, agentView, jobView, snapshotView } from './views.js';
+import { collectGarbage } from './retention/gc.js';
+import { planPrune, removeSnapshots } from './retention/prune.js';
+import { verifyStore } from './retention/verify.js';
+import { agentNames, agentView, drillView, jobView, snapshotView } from './views.js';
 
 export interface AppDeps {
   catalog: Catalog;
@@ -33,6 +40,9 @@ export interface AppDeps {
   hub: Pick<Hub, 'isOnline' | 'pushPlans' | 'disconnect'>;
   scheduler: Pick<Scheduler, 'sync'>;
   encryption: RepositoryEncryption;
+  backend: StoreBackend;
+  /** How long an unreferenced chunk stays before garbage collection may delete it. */
+  gcGraceMs: number;
   adminTokenHash: string;
   clock: Clock;
   log: Logger;
@@ -168,6 +178,38 @@ export function createApp(deps: AppDeps): Hono {
     const { plans, total } = catalog.storeStats();
     const stats: StatsView = { plans: plans.map((p) => ({ ...p, dedupRatio: dedupRatio(p) })), total: { ...total, dedupRatio: dedupRatio(total) } };
     return c.json(stats);
+  });
+
+  admin.post('/plans/:id/drill', async (c) => {
+    const req = await body(c, DrillRunRequest);
+    const { drill, job } = jobs.requestDrill(c.req.param('id'), { trigger: 'manual', ...(req.snapshotId ? { snapshotId: req.snapshotId } : {}) });
+    const names = agentNames(catalog);
+    return c.json({ drill: drillView(drill, drill.agentId ? names(drill.agentId) : null), job: jobView(job, names(job.agentId)) });
+  });
+  admin.get('/drills', (c) => {
+    const names = agentNames(catalog);
+    const planId = c.req.query('plan');
+    return c.json({ drills: catalog.listDrills(planId ? { planId } : {}).map((d) => drillView(d, d.agentId ? names(d.agentId) : null)) });
+  });
+  admin.get('/drills/:id', (c) => {
+    const drill = catalog.drill(c.req.param('id'));
+    if (!drill) throw new LifeboatError('not_found', `no drill "${c.req.param('id')}"`);
+    return c.json({ drill: drillView(drill, drill.agentId ? agentNames(catalog)(drill.agentId) : null) });
+  });
+
+  admin.post('/prune', async (c) => {
+    const req = await body(c, PruneRequest);
+    const now = clock();
+    const plans = planPrune(catalog, now, req.plan);
+    const removed = req.dryRun ? 0 : await removeSnapshots(catalog, deps.backend, plans, now, deps.log);
+    const graceMs = req.grace ? (parseDuration(req.grace) ?? 0) : deps.gcGraceMs;
+    const gc = await collectGarbage(catalog, deps.backend, jobs, { now, graceMs, dryRun: req.dryRun, log: deps.log });
+    return c.json({ dryRun: req.dryRun, plans, removed, gc });
+  });
+  admin.post('/verify', async (c) => {
+    const req = await body(c, VerifyRequest);
+    if (req.plan) requirePlan(catalog, req.plan);
+    return c.json(await verifyStore(catalog, deps.backend, { ...(req.plan ? { planId: req.plan } : {}), readData: req.readData, log: deps.log }));
   });
 
   admin.post('/restores', async (c) => {

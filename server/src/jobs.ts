@@ -26,7 +26,7 @@ import {
   type ServerMessages,
   type WireError,
 } from '@lifeboat/shared';
-import type { Catalog, ChunkRow, JobRow, NewArtifact } from './catalog/catalog.js';
+import type { Catalog, ChunkRow, DrillRow, JobRow, NewArtifact } from './catalog/catalog.js';
 import type { RepositoryEncryption } from './encryption.js';
 import type { StoreBackend } from '@lifeboat/shared';
 import { ChunkStore } from './store/chunks.js';
@@ -71,6 +71,8 @@ interface LiveJob {
   startedAt: number | null;
   warnings: string[];
   progressWrittenAt: number;
+  /** Every chunk this job's uploads offered: garbage collection must not take them until the job ends. */
+  chunkIds: Set<string>;
 }
 
 const RESTORE_TIMEOUT_MS = 48 * 3_600_000;
@@ -79,6 +81,13 @@ const PROGRESS_WRITE_INTERVAL_MS = 1000;
 const MAX_ARTIFACTS = 1000;
 /** Automatic retries of a backup whose connection was lost. */
 const MAX_RETRIES = 3;
+
+/** What a drill job was asked. */
+interface DrillParams {
+  drillId: string;
+  snapshotId: string;
+  planId: string;
+}
 
 /** What a restore job was asked, as kept in the catalog until it is dispatched. */
 interface RestoreParams {
@@ -97,6 +106,8 @@ export class JobService {
   private readonly uploads = new Map<string, LiveJob>();
   private readonly chunks: ChunkStore;
   private readonly garbage = new GarbageMeter(8 * 1024 * 1024);
+  /** Chunks garbage collection is deleting, until the deletion is done. */
+  private readonly deleting = new Map<string, Promise<void>>();
   /** Stored sizes of chunks just written, for `lifeboat stats`: recorded in batches, not one fsync per chunk. */
   private storedChunks: ChunkRow[] = [];
   private link: AgentLink | null = null;
@@ -171,6 +182,7 @@ export class JobService {
     for (const job of this.catalog.jobsForAgent(agentId, ['queued'])) {
       try {
         if (job.kind === 'backup') this.dispatchBackup(job);
+        else if (job.kind === 'drill') this.dispatchDrill(job);
         else this.dispatchRestore(job);
       } catch (err) {
         const { code, message } = describeError(err);
@@ -193,15 +205,7 @@ export class JobService {
 
   private dispatchRestore(job: JobRow): void {
     const params = job.params as RestoreParams;
-    const snapshot = this.catalog.snapshot(params.snapshotId);
-    const rows = this.catalog.artifactsOf(params.snapshotId).filter((a) => !params.artifacts || params.artifacts.includes(a.step));
-    if (!snapshot || rows.length === 0) throw new LifeboatError('not_found', `snapshot ${params.snapshotId} no longer exists`);
-    const allowed = new Map<string, number>();
-    const artifacts = rows.map((a) => {
-      const chunks = this.catalog.chunksOf(a.id);
-      for (const c of chunks) allowed.set(c.id, c.size);
-      return { artifactId: a.id, step: a.step, kind: ArtifactKind.parse(a.kind), name: a.name, size: a.size, sha256: a.sha256, metadata: ArtifactMetadata.parse(a.metadata), chunks };
-    });
+    const { artifacts, allowed, snapshot } = this.artifactsForRestore(params.snapshotId, params.artifacts);
     const recipe = this.catalog.plan(snapshot.planId)?.plan.recipe?.name ?? null;
     if (!this.catalog.transitionJob(job.id, ['queued'], { status: 'dispatched', dispatchedAt: this.clock() })) return;
     this.live.set(job.id, this.newLive(job, null, allowed));
@@ -216,8 +220,64 @@ export class JobService {
     });
   }
 
+  private dispatchDrill(job: JobRow): void {
+    const params = job.params as DrillParams;
+    const { artifacts, allowed } = this.artifactsForRestore(params.snapshotId, null);
+    const checks = this.catalog.plan(params.planId)?.plan.drill?.checks ?? [];
+    if (!this.catalog.transitionJob(job.id, ['queued'], { status: 'dispatched', dispatchedAt: this.clock() })) return;
+    this.live.set(job.id, this.newLive(job, null, allowed));
+    this.link!.send(job.agentId, 'job.drill', { jobId: job.id, drillId: params.drillId, planId: params.planId, snapshotId: params.snapshotId, artifacts, checks });
+  }
+
+  /** A snapshot's artifacts as a restore or a drill receives them, and the chunks (with sizes) it may fetch. */
+  private artifactsForRestore(snapshotId: string, steps: number[] | null) {
+    const snapshot = this.catalog.snapshot(snapshotId);
+    const rows = this.catalog.artifactsOf(snapshotId).filter((a) => !steps || steps.includes(a.step));
+    if (!snapshot || rows.length === 0) throw new LifeboatError('not_found', `snapshot ${snapshotId} no longer exists`);
+    const allowed = new Map<string, number>();
+    const artifacts = rows.map((a) => {
+      const chunks = this.catalog.chunksOf(a.id);
+      for (const c of chunks) allowed.set(c.id, c.size);
+      return { artifactId: a.id, step: a.step, kind: ArtifactKind.parse(a.kind), name: a.name, size: a.size, sha256: a.sha256, metadata: ArtifactMetadata.parse(a.metadata), chunks };
+    });
+    return { snapshot, artifacts, allowed };
+  }
+
+  /**
+   * A restore drill of a plan's snapshot (the newest complete one by default) on an agent its drill policy
+   * selects (labels; role=drill by default) — never the snapshot's own source agent unless the plan allows it.
+   */
+  requestDrill(planId: string, options: { snapshotId?: string; trigger: string }): { drill: DrillRow; job: JobRow } {
+    const row = this.catalog.plan(planId);
+    if (!row) throw new LifeboatError('not_found', `no plan "${planId}"; see \`lifeboat plan list\``);
+    const policy = row.plan.drill ?? { on: { labels: { role: 'drill' } }, allowSourceAgent: false, checks: [] };
+    const snapshot = options.snapshotId
+      ? this.catalog.snapshot(options.snapshotId)
+      : this.catalog.listSnapshots({ planId, limit: 1_000 }).find((s) => s.status === 'complete');
+    if (!snapshot || snapshot.planId !== planId) {
+      throw new LifeboatError('not_found', options.snapshotId ? `plan ${planId} has no snapshot ${options.snapshotId}` : `plan ${planId} has no complete snapshot to drill yet`);
+    }
+    const wanted = Object.entries(policy.on.labels);
+    const candidates = this.catalog
+      .listAgents()
+      .filter((a) => a.revokedAt === null && wanted.every(([k, v]) => a.labels[k] === v) && (policy.allowSourceAgent || a.id !== snapshot.agentId));
+    const selector = wanted.map(([k, v]) => `${k}=${v}`).join(',') || '(any)';
+    if (candidates.length === 0) {
+      throw new LifeboatError('unknown_agent', `no enrolled agent matches ${selector} for plan ${planId}'s drills${policy.allowSourceAgent ? '' : ' (the snapshot\'s own agent is never used)'}; enroll one with --label ${wanted.map(([k, v]) => `${k}=${v}`).join(' --label ') || 'role=drill'}`);
+    }
+    const agent = candidates.find((a) => this.link?.isOnline(a.id)) ?? candidates[0]!;
+    const now = this.clock();
+    const drill: DrillRow = { id: newId('drl'), planId, snapshotId: snapshot.id, agentId: agent.id, jobId: null, status: 'queued', trigger: options.trigger, createdAt: now, startedAt: null, finishedAt: null, restoreMs: null, bytesRestored: null, checks: [], error: null };
+    const job = this.catalog.createJob({ id: newId('job'), kind: 'drill', planId, agentId: agent.id, trigger: options.trigger, params: { drillId: drill.id, snapshotId: snapshot.id, planId } satisfies DrillParams, now });
+    drill.jobId = job.id;
+    this.catalog.createDrill(drill);
+    this.log.info('drill queued', { drill: drill.id, plan: planId, snapshot: snapshot.id, agent: agent.name });
+    this.dispatch(agent.id);
+    return { drill: this.catalog.drill(drill.id)!, job: this.catalog.job(job.id)! };
+  }
+
   private newLive(job: JobRow, plan: Plan | null, allowedChunks: Map<string, number> | null): LiveJob {
-    return { id: job.id, kind: job.kind, agentId: job.agentId, planId: job.planId, plan, uploads: new Map(), stored: new Map(), allowedChunks, startedAt: null, warnings: [], progressWrittenAt: 0 };
+    return { id: job.id, kind: job.kind, agentId: job.agentId, planId: job.planId, plan, uploads: new Map(), stored: new Map(), allowedChunks, startedAt: null, warnings: [], progressWrittenAt: -Infinity, chunkIds: new Set() };
   }
 
   /** A run that could not start within the plan's window is dropped rather than run late. */
@@ -246,13 +306,19 @@ export class JobService {
     const live = this.requireLive(agentId, p.jobId);
     live.startedAt = this.clock();
     this.catalog.transitionJob(p.jobId, ['dispatched'], { status: 'running', startedAt: live.startedAt });
+    if (live.kind === 'drill') {
+      const drill = this.catalog.drillByJob(p.jobId);
+      if (drill) this.catalog.updateDrill(drill.id, { status: 'running', startedAt: live.startedAt });
+    }
   }
 
   onProgress(agentId: string, p: PayloadOf<typeof AgentMessages, 'job.progress'>): void {
     const live = this.requireLive(agentId, p.jobId);
+    // Throttled by real elapsed time (the injected clock is for what gets recorded, and may stand still in tests).
+    const elapsed = performance.now();
+    if (elapsed - live.progressWrittenAt < PROGRESS_WRITE_INTERVAL_MS) return;
+    live.progressWrittenAt = elapsed;
     const now = this.clock();
-    if (now - live.progressWrittenAt < PROGRESS_WRITE_INTERVAL_MS) return;
-    live.progressWrittenAt = now;
     const progress = { phase: p.phase, bytes: p.bytes, at: new Date(now).toISOString(), ...(p.totalBytes !== undefined ? { totalBytes: p.totalBytes } : {}) };
     this.catalog.updateJob(p.jobId, { progress });
   }
@@ -297,9 +363,13 @@ export class JobService {
     if (++upload.pending > UPLOAD_WINDOW) throw new LifeboatError('protocol', `upload ${p.uploadId} exceeded the flow-control window`);
     upload.chunks.push({ id: p.chunkId, size: p.size });
     upload.size += p.size;
+    live.chunkIds.add(p.chunkId);
     upload.chain = upload.chain.then(async () => {
       if (upload.error) return;
       try {
+        // A chunk garbage collection is deleting right now is missing, whatever the store still says.
+        const deleting = this.deleting.get(p.chunkId);
+        if (deleting) await deleting;
         if (!upload.wanted.has(p.chunkId) && (await this.chunks.has(p.chunkId))) {
           upload.pending--;
           this.link?.send(agentId, 'chunk.have', { uploadId: p.uploadId, chunkId: p.chunkId });
@@ -333,6 +403,7 @@ export class JobService {
           throw new LifeboatError('integrity', 'this repository is encrypted; an unencrypted chunk was refused');
         }
         this.garbage.add(frame.data.length * 2);
+        await this.deleting.get(frame.chunkId);
         const put = await this.chunks.put(frame.chunkId, frame.data, size);
         if (put.written) this.noteStoredChunk({ id: frame.chunkId, storedSize: put.storedSize, plainSize: size, createdAt: this.clock(), lastUsedAt: this.clock() });
         upload.pending--;
@@ -420,15 +491,19 @@ export class JobService {
     const live = this.requireLive(agentId, p.jobId);
     this.live.delete(p.jobId);
     for (const id of live.uploads.keys()) this.uploads.delete(id);
+    if (live.kind === 'drill' && p.drill) {
+      const drill = this.catalog.drillByJob(p.jobId);
+      if (drill) this.catalog.updateDrill(drill.id, { restoreMs: p.drill.restoreMs, bytesRestored: p.drill.bytesRestored, checks: p.drill.checks });
+    }
     if (!p.ok) {
       const error = p.error ?? { code: 'internal' as const, message: 'the agent reported a failure without a reason' };
       this.finish(p.jobId, ['dispatched', 'running'], { status: 'failed', errorCode: error.code, errorMessage: error.message });
       this.log.warn('job failed', { job: p.jobId, code: error.code, error: error.message });
       return;
     }
-    if (live.kind === 'restore') {
+    if (live.kind === 'restore' || live.kind === 'drill') {
       this.finish(p.jobId, ['running'], { status: 'succeeded', summary: p.summary ?? null });
-      this.log.info('restore succeeded', { job: p.jobId });
+      this.log.info(`${live.kind} succeeded`, { job: p.jobId });
       return;
     }
     try {
@@ -473,7 +548,20 @@ export class JobService {
   // ── ending jobs ────────────────────────────────────────────────────────────
   private finish(jobId: string, from: JobRow['status'][], patch: Partial<JobRow> & { status: JobRow['status'] }): boolean {
     this.live.delete(jobId);
-    return this.catalog.transitionJob(jobId, from, { finishedAt: this.clock(), ...patch });
+    const moved = this.catalog.transitionJob(jobId, from, { finishedAt: this.clock(), ...patch });
+    if (moved) this.settleDrill(jobId, patch);
+    return moved;
+  }
+
+  /** A drill ends with its job, however the job ends (the agent's report, a lost connection, a timeout). */
+  private settleDrill(jobId: string, outcome: Partial<JobRow> & { status: JobRow['status'] }): void {
+    const drill = this.catalog.drillByJob(jobId);
+    if (!drill) return;
+    const passed = outcome.status === 'succeeded';
+    this.catalog.updateDrill(drill.id, { status: passed ? 'passed' : 'failed', finishedAt: this.clock(), error: passed ? null : (outcome.errorMessage ?? 'the drill did not complete') });
+    if (passed) this.log.info('drill passed', { drill: drill.id, plan: drill.planId, snapshot: drill.snapshotId });
+    // An event an alert can be hung on.
+    else this.log.error('drill failed', { drill: drill.id, plan: drill.planId, snapshot: drill.snapshotId, error: outcome.errorMessage ?? undefined });
   }
 
   /** Fails a job in progress and tells its agent to stop. */
@@ -521,6 +609,25 @@ export class JobService {
     } catch (err) {
       this.log.warn('could not queue a retry', { plan: planId, error: (err as Error).message });
     }
+  }
+
+  // ── garbage collection's view ──────────────────────────────────────────────
+  /** Whether a job in progress relies on this chunk (offered it, stored it, or restores it). */
+  isChunkInFlight(id: string): boolean {
+    for (const live of this.live.values()) if (live.chunkIds.has(id) || live.allowedChunks?.has(id)) return true;
+    return false;
+  }
+
+  /**
+   * Deletes a chunk from the store unless a job relies on it. Single-threaded JavaScript makes the check and
+   * the claim one step: an offer arriving later waits for the deletion and then gets "want".
+   */
+  async deleteChunkUnlessInFlight(id: string, remove: () => Promise<void>): Promise<boolean> {
+    if (this.isChunkInFlight(id) || this.deleting.has(id)) return false;
+    const done = remove().finally(() => this.deleting.delete(id));
+    this.deleting.set(id, done.catch(() => undefined));
+    await done;
+    return true;
   }
 
   /** Periodic: time out running jobs, drop queued runs whose window has passed. */

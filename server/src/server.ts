@@ -13,6 +13,7 @@ import { Catalog } from './catalog/catalog.js';
 import { openCatalogDb } from './catalog/db.js';
 import { Hub, type HubOptions } from './hub/hub.js';
 import { JobService, type Clock } from './jobs.js';
+import { scheduledPrune } from './retention/scheduled.js';
 import { Scheduler } from './scheduler.js';
 import { FsBackend, type StoreBackend } from '@lifeboat/shared';
 
@@ -30,6 +31,8 @@ export interface ServerOptions {
   clock?: Clock;
   log?: Logger;
   hub?: HubOptions;
+  /** How long an unreferenced chunk stays before garbage collection may delete it (24 h by default). */
+  gcGraceMs?: number;
   /** Where the one-time admin token announcement goes (stdout by default). */
   announce?: (line: string) => void;
 }
@@ -55,16 +58,33 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const jobs = new JobService(catalog, backend, encryption, clock, log.child('jobs'));
   jobs.recoverAfterRestart();
   const hub = new Hub(catalog, jobs, encryption, clock, log.child('hub'), options.hub);
-  const scheduler = new Scheduler(catalog, (planId) => {
-    try {
-      const { job, created } = jobs.requestBackup(planId, 'schedule');
-      if (!created) log.warn('scheduled run skipped: the plan already has a job in progress', { plan: planId, job: job.id, status: job.status });
-    } catch (err) {
-      log.error('scheduled run could not be queued', { plan: planId, error: (err as Error).message });
-    }
-  }, log.child('scheduler'));
+  const gcGraceMs = options.gcGraceMs ?? 24 * 3_600_000;
+  const scheduler = new Scheduler(
+    catalog,
+    {
+      backup(planId) {
+        try {
+          const { job, created } = jobs.requestBackup(planId, 'schedule');
+          if (!created) log.warn('scheduled run skipped: the plan already has a job in progress', { plan: planId, job: job.id, status: job.status });
+        } catch (err) {
+          log.error('scheduled run could not be queued', { plan: planId, error: (err as Error).message });
+        }
+      },
+      drill(planId) {
+        try {
+          jobs.requestDrill(planId, { trigger: 'schedule' });
+        } catch (err) {
+          log.error('scheduled drill could not be queued', { plan: planId, error: (err as Error).message });
+        }
+      },
+      prune() {
+        void scheduledPrune(catalog, backend, jobs, { now: clock(), graceMs: gcGraceMs, log: log.child('retention') });
+      },
+    },
+    log.child('scheduler'),
+  );
   scheduler.sync();
-  const app = createApp({ catalog, jobs, hub, scheduler, encryption, adminTokenHash: hashSecret(adminToken), clock, log: log.child('api') });
+  const app = createApp({ catalog, jobs, hub, scheduler, encryption, backend, gcGraceMs, adminTokenHash: hashSecret(adminToken), clock, log: log.child('api') });
   const ticker = setInterval(() => jobs.tick(), 15_000);
 
   const tls = options.tlsCert && options.tlsKey

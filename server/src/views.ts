@@ -1,6 +1,6 @@
-import type { AgentView, JobView, SnapshotView } from '@lifeboat/shared';
+import type { AgentView, DrillView, JobView, SnapshotView } from '@lifeboat/shared';
 import { ArtifactMetadata } from '@lifeboat/shared';
-import type { AgentRow, ArtifactRow, Catalog, JobRow, SnapshotRow } from './catalog/catalog.js';
+import type { AgentRow, ArtifactRow, Catalog, DrillRow, JobRow, SnapshotRow } from './catalog/catalog.js';
 
 const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
 
@@ -45,6 +45,7 @@ export function snapshotView(row: SnapshotRow, agentName: string, artifacts: Art
     agentName,
     jobId: row.jobId,
     status: row.status,
+    damagedReason: row.damagedReason,
     createdAt: iso(row.createdAt)!,
     startedAt: iso(row.startedAt)!,
     durationMs: row.createdAt - row.startedAt,
@@ -66,4 +67,23 @@ export function snapshotView(row: SnapshotRow, agentName: string, artifacts: Art
 export function agentNames(catalog: Catalog): (id: string) => string {
   const names = new Map(catalog.listAgents().map((a) => [a.id, a.name]));
   return (id) => names.get(id) ?? id;
+}
+
+export function drillView(row: DrillRow, agentName: string | null): DrillView {
+  return {
+    id: row.id,
+    planId: row.planId,
+    snapshotId: row.snapshotId,
+    agentName,
+    jobId: row.jobId,
+    status: row.status,
+    trigger: row.trigger,
+    createdAt: iso(row.createdAt)!,
+    startedAt: iso(row.startedAt),
+    finishedAt: iso(row.finishedAt),
+    restoreMs: row.restoreMs,
+    bytesRestored: row.bytesRestored,
+    checks: row.checks,
+    error: row.error,
+  };
 }

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { Labels, SafeName, AbsolutePath } from './ids.js';
 import { ToolInfo, ArtifactMetadata, DrillCheckResult, HostRewrite, MysqlTarget, PostgresTarget, WireError } from './protocol.js';
 import { Duration, Plan } from './plan.js';
+import { parseDuration } from './duration.js';
 import { EncryptionSettings } from './keys.js';
 
 /** HTTP API bodies, parsed on both ends. Errors are always `{ error: { code, message, details? } }`. */
@@ -145,3 +146,29 @@ export const DrillView = z.object({
 });
 export type DrillView = z.infer<typeof DrillView>;
 export const DrillRunRequest = z.object({ snapshotId: z.string().optional() }).strict();
+
+export const PruneRequest = z
+  .object({
+    plan: z.string().optional(),
+    dryRun: z.boolean().default(false),
+    grace: z.string().refine((g) => /^0[smhdw]?$/.test(g) || parseDuration(g) !== null, 'a duration such as "0s", "1h", "24h"').optional(),
+  })
+  .strict();
+export const VerifyRequest = z.object({ plan: z.string().optional(), readData: z.boolean().default(false) }).strict();
+
+export const RetentionDecision = z.object({ id: z.string(), reasons: z.array(z.string()) });
+export const PruneReport = z.object({
+  dryRun: z.boolean(),
+  plans: z.array(z.object({ planId: z.string(), keep: z.array(RetentionDecision), remove: z.array(RetentionDecision) })),
+  removed: z.number(),
+  gc: z.object({ scanned: z.number(), referenced: z.number(), deleted: z.number(), spared: z.number() }),
+});
+export type PruneReport = z.infer<typeof PruneReport>;
+export const VerifyReport = z.object({
+  snapshots: z.number(),
+  chunks: z.number(),
+  readData: z.boolean(),
+  problems: z.array(z.object({ chunkId: z.string(), problem: z.string(), snapshots: z.array(z.string()) })),
+  damaged: z.array(z.string()),
+});
+export type VerifyReport = z.infer<typeof VerifyReport>;

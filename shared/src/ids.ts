@@ -2,7 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { z } from 'zod';
 
 /** Ids people type: a short prefix saying what it is, then random base32. */
-export type IdKind = 'job' | 'snap' | 'art' | 'agt' | 'tok';
+export type IdKind = 'job' | 'snap' | 'art' | 'agt' | 'tok' | 'drl';
 
 const ALPHABET = 'abcdefghijkmnpqrstuvwxyz23456789';
 

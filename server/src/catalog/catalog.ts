@@ -1,7 +1,7 @@
 import { and, asc, count, desc, eq, inArray, isNull, lt, sql, type SQL, type SQLWrapper } from 'drizzle-orm';
 import { LifeboatError, Plan, type JobStatus, type Plan as PlanT } from '@lifeboat/shared';
 import type { CatalogDb } from './db.js';
-import { agents, artifactChunks, artifacts, chunks, enrollmentTokens, jobs, plans, snapshots } from './schema.js';
+import { agents, artifactChunks, artifacts, chunks, drills, enrollmentTokens, jobs, plans, snapshots } from './schema.js';
 
 export type AgentRow = typeof agents.$inferSelect;
 export type JobRow = typeof jobs.$inferSelect;
@@ -33,6 +33,7 @@ export interface NewSnapshot {
 }
 
 export type ChunkRow = typeof chunks.$inferSelect;
+export type DrillRow = typeof drills.$inferSelect;
 
 /** What the store holds, counted over the snapshots in the catalog (`lifeboat stats`). */
 export interface StoreFigures {
@@ -178,7 +179,11 @@ export class Catalog {
   }
 
   createRestoreJob(row: { id: string; agentId: string; params: unknown; now: number }): JobRow {
-    const job = this.newJobRow({ id: row.id, kind: 'restore', planId: null, agentId: row.agentId, trigger: 'manual', params: row.params, createdAt: row.now });
+    return this.createJob({ ...row, kind: 'restore', planId: null, trigger: 'manual' });
+  }
+
+  createJob(row: { id: string; kind: JobRow['kind']; planId: string | null; agentId: string; trigger: string; params: unknown; now: number }): JobRow {
+    const job = this.newJobRow({ id: row.id, kind: row.kind, planId: row.planId, agentId: row.agentId, trigger: row.trigger, params: row.params, createdAt: row.now });
     this.db.insert(jobs).values(job).run();
     return job;
   }
@@ -375,6 +380,102 @@ export class Catalog {
       chunksWithoutStoredSize: Number(storedTotal?.chunksWithoutStoredSize ?? 0),
     };
     return { plans: figures, total };
+  }
+
+  // ── drills ─────────────────────────────────────────────────────────────────
+  createDrill(row: DrillRow): void {
+    this.db.insert(drills).values(row).run();
+  }
+
+  updateDrill(id: string, patch: Partial<DrillRow>): void {
+    this.db.update(drills).set(patch).where(eq(drills.id, id)).run();
+  }
+
+  drill(id: string): DrillRow | undefined {
+    return this.db.select().from(drills).where(eq(drills.id, id)).get();
+  }
+
+  drillByJob(jobId: string): DrillRow | undefined {
+    return this.db.select().from(drills).where(eq(drills.jobId, jobId)).get();
+  }
+
+  listDrills(filter: { planId?: string; limit?: number } = {}): DrillRow[] {
+    return this.db
+      .select()
+      .from(drills)
+      .where(filter.planId ? eq(drills.planId, filter.planId) : undefined)
+      .orderBy(desc(drills.createdAt), desc(drills.id))
+      .limit(filter.limit ?? 100)
+      .all();
+  }
+
+  /** Snapshots of a plan that passed a drill (for retention: the newest of them is always kept). */
+  drillVerifiedSnapshots(planId: string): Set<string> {
+    const rows = this.db.select({ id: drills.snapshotId }).from(drills).where(and(eq(drills.planId, planId), eq(drills.status, 'passed'))).all();
+    return new Set(rows.map((r) => r.id));
+  }
+
+  // ── pruning, garbage collection, verification ──────────────────────────────
+  markDamaged(snapshotIds: string[], reason: string): void {
+    if (snapshotIds.length === 0) return;
+    this.db.update(snapshots).set({ status: 'damaged', damagedReason: reason.slice(0, 4000) }).where(inArray(snapshots.id, snapshotIds)).run();
+  }
+
+  /**
+   * Removes a snapshot's rows (artifacts and chunk lists go with it) and stamps its chunks as just used, so
+   * garbage collection leaves them alone for its grace period.
+   */
+  deleteSnapshot(id: string, now: number): void {
+    this.db.transaction((tx) => {
+      const chunkIds = tx
+        .selectDistinct({ id: artifactChunks.chunkId })
+        .from(artifactChunks)
+        .innerJoin(artifacts, eq(artifacts.id, artifactChunks.artifactId))
+        .where(eq(artifacts.snapshotId, id))
+        .all()
+        .map((r) => r.id);
+      for (let i = 0; i < chunkIds.length; i += 200) {
+        const batch = chunkIds.slice(i, i + 200);
+        tx.insert(chunks)
+          .values(batch.map((c) => ({ id: c, storedSize: 0, plainSize: 0, createdAt: now, lastUsedAt: now })))
+          .onConflictDoUpdate({ target: chunks.id, set: { lastUsedAt: now } })
+          .run();
+      }
+      tx.delete(snapshots).where(eq(snapshots.id, id)).run();
+    });
+  }
+
+  /** Every chunk id some artifact references (the "mark" of mark-and-sweep). */
+  referencedChunkIds(): Set<string> {
+    return new Set(this.db.selectDistinct({ id: artifactChunks.chunkId }).from(artifactChunks).all().map((r) => r.id));
+  }
+
+  /** Snapshot ids whose artifacts reference any of these chunks. */
+  snapshotsReferencing(chunkIds: string[]): Map<string, string[]> {
+    const out = new Map<string, string[]>();
+    for (let i = 0; i < chunkIds.length; i += 200) {
+      const rows = this.db
+        .selectDistinct({ chunk: artifactChunks.chunkId, snapshot: artifacts.snapshotId })
+        .from(artifactChunks)
+        .innerJoin(artifacts, eq(artifacts.id, artifactChunks.artifactId))
+        .where(inArray(artifactChunks.chunkId, chunkIds.slice(i, i + 200)))
+        .all();
+      for (const r of rows) out.set(r.chunk, [...(out.get(r.chunk) ?? []), r.snapshot]);
+    }
+    return out;
+  }
+
+  chunkRow(id: string): ChunkRow | undefined {
+    return this.db.select().from(chunks).where(eq(chunks.id, id)).get();
+  }
+
+  /** A chunk the store holds but the catalog never saw: its unreferenced time starts now. */
+  noteChunkSeen(id: string, now: number): void {
+    this.db.insert(chunks).values({ id, storedSize: 0, plainSize: 0, createdAt: now, lastUsedAt: now }).onConflictDoNothing().run();
+  }
+
+  deleteChunkRows(ids: string[]): void {
+    for (let i = 0; i < ids.length; i += 200) this.db.delete(chunks).where(inArray(chunks.id, ids.slice(i, i + 200))).run();
   }
 
   expiredTokensBefore(now: number): number {

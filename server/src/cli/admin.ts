@@ -29,6 +29,10 @@ import {
   snapshotDetails,
   snapshotTable,
   statsTable,
+  drillDetails,
+  drillTable,
+  pruneLines,
+  verifyLines,
   type Sink,
 } from './output.js';
 
@@ -184,6 +188,8 @@ function buildProgram(ctx: Context, setExit: SetExit): Command {
   addSnapshotCommands(program, ctx, run);
   addRestoreCommand(program, ctx, run);
   addEncryptionCommands(program, ctx, run);
+  addRetentionCommands(program, ctx, run);
+  addDrillCommands(program, ctx, run);
   addStatsCommand(program, ctx, run);
   return program;
 }
@@ -255,6 +261,95 @@ async function listAgents(ctx: Context, json: boolean): Promise<number> {
 async function revokeAgent(ctx: Context, name: string): Promise<number> {
   const agent = await client(ctx).revokeAgent(name);
   ctx.out.line(`revoked agent ${agent.name}${agent.revokedAt ? ` at ${formatTime(agent.revokedAt)}` : ''}`);
+  return EXIT_OK;
+}
+
+// ── retention and verification ────────────────────────────────────────────────
+
+function addRetentionCommands(program: Command, ctx: Context, run: Run): void {
+  program
+    .command('prune')
+    .description("apply each plan's retention policy (restic's forget semantics), then collect chunks no snapshot needs")
+    .option('--plan <id>', 'only this plan')
+    .option('--dry-run', 'show every snapshot with keep/remove and the rule that decided; change nothing')
+    .option('--grace <duration>', 'collect only chunks unreferenced for longer than this (default: the server\'s, 24h)')
+    .option('--json', 'print the report as JSON')
+    .addHelpText('after', example('lifeboat prune --dry-run', 'lifeboat prune --plan web'))
+    .action((opts: { plan?: string; dryRun?: boolean; grace?: string; json?: boolean }) => run(() => prune(ctx, opts)));
+  program
+    .command('verify')
+    .description('check that every chunk each snapshot references exists (and with --read-data, that its content matches its id)')
+    .option('--plan <id>', 'only this plan\'s snapshots')
+    .option('--read-data', 'read and check every chunk, not only that it exists')
+    .option('--json', 'print the report as JSON')
+    .action((opts: { plan?: string; readData?: boolean; json?: boolean }) => run(() => verify(ctx, opts)));
+}
+
+async function prune(ctx: Context, opts: { plan?: string; dryRun?: boolean; grace?: string; json?: boolean }): Promise<number> {
+  if (opts.grace !== undefined && parseDuration(opts.grace) === null && !/^0[smhdw]?$/.test(opts.grace)) throw new UsageError(`--grace takes a duration such as 1h or 7d, got "${opts.grace}"`);
+  const report = await client(ctx).prune({ ...(opts.plan ? { plan: opts.plan } : {}), dryRun: opts.dryRun === true, ...(opts.grace ? { grace: opts.grace } : {}) });
+  if (opts.json) ctx.out.json(report);
+  else ctx.out.lines(pruneLines(report));
+  return EXIT_OK;
+}
+
+async function verify(ctx: Context, opts: { plan?: string; readData?: boolean; json?: boolean }): Promise<number> {
+  const report = await client(ctx).verify({ ...(opts.plan ? { plan: opts.plan } : {}), readData: opts.readData === true });
+  if (opts.json) ctx.out.json(report);
+  else (report.problems.length ? ctx.err : ctx.out).lines(verifyLines(report));
+  return report.problems.length ? EXIT_FAILED : EXIT_OK;
+}
+
+// ── drills ────────────────────────────────────────────────────────────────────
+
+function addDrillCommands(program: Command, ctx: Context, run: Run): void {
+  const drill = program.command('drill').description('restore drills: prove a plan\'s backups restore, on an isolated agent');
+  drill
+    .command('run')
+    .description('restore a snapshot (the newest by default) into scratch on a drill agent, check it, and wait for the verdict')
+    .argument('<plan>', 'plan id')
+    .option('--snapshot <id>', 'drill this snapshot instead of the newest')
+    .option('--no-wait', 'queue the drill and return')
+    .addHelpText('after', example('lifeboat drill run web', 'lifeboat drill run web --snapshot snap_7hx2m4q9ce3kwz5tbn8a'))
+    .action((plan: string, opts: { snapshot?: string; wait: boolean }) => run(() => runDrill(ctx, plan, opts)));
+  drill
+    .command('list')
+    .description('list drills: plan, snapshot, agent, verdict, restore time')
+    .option('--plan <id>', 'only this plan')
+    .option('--json', 'print the drills as JSON')
+    .action((opts: { plan?: string; json?: boolean }) => run(() => listDrills(ctx, opts)));
+  drill
+    .command('show')
+    .description('show a drill with every check')
+    .argument('<id>', 'drill id')
+    .option('--json', 'print the drill as JSON')
+    .action((id: string, opts: { json?: boolean }) => run(() => showDrill(ctx, id, opts.json === true)));
+}
+
+async function runDrill(ctx: Context, planId: string, opts: { snapshot?: string; wait: boolean }): Promise<number> {
+  const api = client(ctx);
+  const { drill, job } = await api.runDrill(planId, opts.snapshot);
+  ctx.out.line(`queued drill ${drill.id} of snapshot ${drill.snapshotId} on agent ${drill.agentName ?? '?'} (job ${job.id})`);
+  if (!opts.wait) return EXIT_OK;
+  await followJob(ctx, api, job);
+  const final = await api.getDrill(drill.id);
+  const lines = drillDetails(final);
+  (final.status === 'passed' ? ctx.out : ctx.err).lines(lines);
+  return final.status === 'passed' ? EXIT_OK : EXIT_FAILED;
+}
+
+async function listDrills(ctx: Context, opts: { plan?: string; json?: boolean }): Promise<number> {
+  const drills = await client(ctx).listDrills(opts.plan);
+  if (opts.json) ctx.out.json(drills);
+  else if (drills.length === 0) ctx.err.line('no drills yet; run one with: lifeboat drill run PLAN');
+  else ctx.out.lines(drillTable(drills));
+  return EXIT_OK;
+}
+
+async function showDrill(ctx: Context, id: string, json: boolean): Promise<number> {
+  const drill = await client(ctx).getDrill(id);
+  if (json) ctx.out.json(drill);
+  else ctx.out.lines(drillDetails(drill));
   return EXIT_OK;
 }
 

@@ -3,6 +3,9 @@ import {
   AgentView,
   ApiError,
   BackupNowResponse,
+  DrillView,
+  PruneReport,
+  VerifyReport,
   EncryptionView,
   FINISHED_JOB_STATUSES,
   JobView,
@@ -18,6 +21,10 @@ import {
   type JobStatus,
   type RestoreRequest,
 } from '@lifeboat/shared';
+
+const DrillRunResponse = z.object({ drill: DrillView, job: JobView });
+const DrillList = z.object({ drills: z.array(DrillView) });
+const DrillResponse = z.object({ drill: DrillView });
 
 /** The part of `fetch` the client uses, so tests can pass a Hono app's `request` or a fake. */
 export type FetchLike = (url: string, init: RequestInit) => Promise<Response>;
@@ -137,6 +144,26 @@ export class ApiClient {
 
   async getSnapshot(id: string) {
     return (await this.#call('GET', `/v1/snapshots/${seg(id)}`, SnapshotResponse)).snapshot;
+  }
+
+  async runDrill(planId: string, snapshotId?: string) {
+    return this.#call('POST', `/v1/plans/${seg(planId)}/drill`, DrillRunResponse, snapshotId ? { snapshotId } : {});
+  }
+
+  async listDrills(planId?: string) {
+    return (await this.#call('GET', `/v1/drills${query({ plan: planId })}`, DrillList)).drills;
+  }
+
+  async getDrill(id: string) {
+    return (await this.#call('GET', `/v1/drills/${seg(id)}`, DrillResponse)).drill;
+  }
+
+  prune(request: { plan?: string; dryRun: boolean; grace?: string }) {
+    return this.#call('POST', '/v1/prune', PruneReport, request);
+  }
+
+  verify(request: { plan?: string; readData: boolean }) {
+    return this.#call('POST', '/v1/verify', VerifyReport, request);
   }
 
   async encryption() {

@@ -4,10 +4,13 @@ import {
   formatDuration,
   stepKind,
   type AgentView,
+  type DrillView,
   type JobView,
   type PlanView,
   type SnapshotView,
+  type PruneReport,
   type StatsView,
+  type VerifyReport,
 } from '@lifeboat/shared';
 
 /** Where the CLI writes: process.stdout/stderr in real use, buffers in tests. */
@@ -362,4 +365,59 @@ export function statsTable(stats: StatsView): string[] {
     lines.push(`${unrecorded} of ${stats.total.uniqueChunks} chunks were stored before their stored size was recorded (or the catalog was rebuilt): they count at their plain size, so bytes stored is approximate.`);
   }
   return lines;
+}
+
+// ── retention, verification, drills ──────────────────────────────────────────
+
+export function pruneLines(report: PruneReport): string[] {
+  const lines: string[] = [];
+  for (const plan of report.plans) {
+    lines.push(`plan ${plan.planId}: keep ${plan.keep.length}, remove ${plan.remove.length}`);
+    for (const d of plan.keep) lines.push(`  keep    ${d.id}  ${d.reasons.join('; ')}`);
+    for (const d of plan.remove) lines.push(`  remove  ${d.id}  ${d.reasons.join('; ')}`);
+  }
+  const gc = report.gc;
+  lines.push(
+    report.dryRun
+      ? `dry run: nothing removed; ${gc.deleted} unreferenced chunk(s) would be collected, ${gc.spared} spared (grace period or in use)`
+      : `removed ${report.removed} snapshot(s); collected ${gc.deleted} chunk(s), spared ${gc.spared}, ${gc.referenced} still referenced`,
+  );
+  return lines;
+}
+
+export function verifyLines(report: VerifyReport): string[] {
+  const head = `checked ${report.chunks} chunk(s) of ${report.snapshots} snapshot(s)${report.readData ? ', reading their data' : ' (existence only; --read-data reads them)'}`;
+  if (report.problems.length === 0) return [head, 'no problems found'];
+  return [
+    head,
+    `${report.problems.length} damaged or missing chunk(s):`,
+    ...report.problems.map((p) => `  ${p.chunkId}: ${p.problem} — breaks ${p.snapshots.join(', ') || 'no snapshot'}`),
+    `marked damaged: ${report.damaged.join(', ')}`,
+  ];
+}
+
+export function drillTable(drills: readonly DrillView[]): string[] {
+  return formatTable(
+    ['ID', 'PLAN', 'SNAPSHOT', 'AGENT', 'STATUS', 'RESTORE TIME', 'CHECKS', 'WHEN'],
+    drills.map((d) => [
+      d.id,
+      d.planId,
+      d.snapshotId,
+      d.agentName ?? '-',
+      d.status,
+      d.restoreMs === null ? '-' : formatDuration(d.restoreMs),
+      d.checks.length ? `${d.checks.filter((c) => c.ok).length}/${d.checks.length}` : '-',
+      formatTime(d.createdAt),
+    ]),
+  );
+}
+
+export function drillDetails(drill: DrillView): string[] {
+  return [
+    `drill ${drill.id}: ${drill.status}`,
+    `  plan ${drill.planId}, snapshot ${drill.snapshotId}, agent ${drill.agentName ?? '-'}, ${drill.trigger}`,
+    `  restore time (RTO): ${drill.restoreMs === null ? '-' : formatDuration(drill.restoreMs)}, ${drill.bytesRestored === null ? '-' : formatBytes(drill.bytesRestored)} restored`,
+    ...drill.checks.map((c) => `  ${c.ok ? 'PASS' : 'FAIL'}  ${c.name}: ${c.detail}`),
+    ...(drill.error ? [`  error: ${drill.error}`] : []),
+  ];
 }

@@ -1,7 +1,8 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { LIFEBOAT_VERSION, LifeboatError, createLogger, exitQuietlyOnClosedPipe } from '@lifeboat/shared';
+import { readFileSync } from 'node:fs';
+import { LIFEBOAT_VERSION, LifeboatError, createLogger, exitQuietlyOnClosedPipe, parseDuration } from '@lifeboat/shared';
 import { startServer } from '../server.js';
 
 function port(value: string): number {
@@ -23,13 +24,16 @@ program
   .option('--store <dir|s3://bucket/prefix?endpoint=URL>', 'the store: a directory (default DATA/store) or an S3-compatible bucket (credentials from AWS_* environment variables)')
   .option('--port <port>', 'port to listen on', port, 7400)
   .option('--host <host>', 'address to listen on', '127.0.0.1')
+  .option('--gc-grace <duration>', 'garbage collection spares chunks unreferenced for less than this', '24h')
   .option('--tls-cert <file>', 'PEM certificate, to serve HTTPS/WSS')
   .option('--tls-key <file>', 'PEM private key for --tls-cert')
   .addHelpText('after', '\nExample:\n  lifeboat-server start --data /var/lib/lifeboat --host 0.0.0.0 --tls-cert cert.pem --tls-key key.pem')
-  .action(async (opts: { data: string; store?: string; port: number; host: string; tlsCert?: string; tlsKey?: string }) => {
+  .action(async (opts: { data: string; store?: string; port: number; host: string; gcGrace: string; tlsCert?: string; tlsKey?: string }) => {
+    const gcGraceMs = opts.gcGrace === '0' || opts.gcGrace === '0s' ? 0 : parseDuration(opts.gcGrace);
+    if (gcGraceMs === null) program.error(`--gc-grace takes a duration such as 1h or 24h, got "${opts.gcGrace}"`, { exitCode: 2 });
     if (!!opts.tlsCert !== !!opts.tlsKey) program.error('--tls-cert and --tls-key go together', { exitCode: 2 });
     const log = createLogger('server');
-    const server = await startServer({ dataDir: resolve(opts.data), store: opts.store, port: opts.port, host: opts.host, tlsCert: opts.tlsCert, tlsKey: opts.tlsKey, log });
+    const server = await startServer({ dataDir: resolve(opts.data), store: opts.store, gcGraceMs: gcGraceMs!, clock: testClock(), port: opts.port, host: opts.host, tlsCert: opts.tlsCert, tlsKey: opts.tlsKey, log });
     let closing = false;
     const stop = (signal: string) => {
       if (closing) return;
@@ -92,3 +96,16 @@ program.parseAsync(process.argv).catch((err: Error) => {
   if (err instanceof LifeboatError) for (const line of err.details ?? []) process.stderr.write(`  ${line}\n`);
   process.exit(1);
 });
+
+/**
+ * End-to-end tests of retention need days to pass in seconds: with LIFEBOAT_CLOCK_FILE set, the server's clock
+ * (which stamps snapshots and drives retention) reads epoch milliseconds from that file. Never set in production.
+ */
+function testClock(): (() => number) | undefined {
+  const file = process.env.LIFEBOAT_CLOCK_FILE;
+  if (!file) return undefined;
+  return () => {
+    const value = Number(readFileSync(file, 'utf8').trim());
+    return Number.isFinite(value) && value > 0 ? value : Date.now();
+  };
+}

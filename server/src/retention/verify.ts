@@ -1,0 +1,75 @@
+import { chunkKey, describeError, type Logger, type StoreBackend } from '@lifeboat/shared';
+import type { Catalog } from '../catalog/catalog.js';
+import { ChunkStore } from '../store/chunks.js';
+
+export interface ChunkProblem {
+  chunkId: string;
+  problem: string;
+  /** Every snapshot this chunk breaks. */
+  snapshots: string[];
+}
+
+export interface VerifyReport {
+  snapshots: number;
+  chunks: number;
+  readData: boolean;
+  problems: ChunkProblem[];
+  /** Snapshots now marked damaged in the catalog. */
+  damaged: string[];
+}
+
+/**
+ * Checks that every chunk each snapshot references exists — and with `readData`, that its content matches its
+ * id (fully for unencrypted chunks; header and length for encrypted ones, whose key the server never holds).
+ * A damaged chunk is moved to quarantine/ (evidence, and never again a deduplication base: the next backup
+ * that needs it uploads it anew); every snapshot it breaks is marked damaged.
+ */
+export async function verifyStore(
+  catalog: Catalog,
+  backend: StoreBackend,
+  options: { planId?: string; readData: boolean; log: Logger },
+): Promise<VerifyReport> {
+  const store = new ChunkStore(backend);
+  const snapshots = catalog.listSnapshots({ ...(options.planId ? { planId: options.planId } : {}), limit: 1_000_000 });
+  const sizes = new Map<string, number>();
+  for (const snap of snapshots) {
+    for (const artifact of catalog.artifactsOf(snap.id)) for (const c of catalog.chunksOf(artifact.id)) sizes.set(c.id, c.size);
+  }
+  const problems: { chunkId: string; problem: string }[] = [];
+  for (const [id, size] of sizes) {
+    try {
+      if (options.readData) await store.get(id, size);
+      else if (!(await store.has(id))) problems.push({ chunkId: id, problem: 'missing from the store' });
+    } catch (err) {
+      const { code, message } = describeError(err);
+      problems.push({ chunkId: id, problem: code === 'not_found' ? 'missing from the store' : message });
+      if (code !== 'not_found') await quarantine(backend, id, options.log);
+    }
+  }
+  const referencing = catalog.snapshotsReferencing(problems.map((p) => p.chunkId));
+  const report: VerifyReport = {
+    snapshots: snapshots.length,
+    chunks: sizes.size,
+    readData: options.readData,
+    problems: problems.map((p) => ({ ...p, snapshots: referencing.get(p.chunkId) ?? [] })),
+    damaged: [],
+  };
+  const damaged = new Set(report.problems.flatMap((p) => p.snapshots));
+  for (const snapshotId of damaged) {
+    const reasons = report.problems.filter((p) => p.snapshots.includes(snapshotId)).map((p) => `chunk ${p.chunkId}: ${p.problem}`);
+    catalog.markDamaged([snapshotId], reasons.join('; '));
+    options.log.error('snapshot damaged', { snapshot: snapshotId, reason: reasons[0], more: reasons.length - 1 || undefined });
+  }
+  report.damaged = [...damaged];
+  return report;
+}
+
+async function quarantine(backend: StoreBackend, id: string, log: Logger): Promise<void> {
+  try {
+    await backend.put(`quarantine/${chunkKey(id)}`, await backend.get(chunkKey(id)));
+    await backend.delete(chunkKey(id));
+    log.warn('damaged chunk moved to quarantine', { chunk: id });
+  } catch (err) {
+    log.error('could not quarantine a damaged chunk', { chunk: id, error: describeError(err).message });
+  }
+}
