@@ -4,7 +4,7 @@ import mysql from 'mysql2/promise';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startScratchMariadb, type ScratchMariadb } from '../agent/src/scratch/mariadb.js';
 import { describeTree } from './tree.js';
-import { enrollAgent, startTestServer, tempDir, waitForJob, type JobLike, type TestAgent, type TestServer } from './harness.js';
+import { backupNow, enrollAgent, startTestServer, tempDir, waitForJob, type JobLike, type TestAgent, type TestServer } from './harness.js';
 
 const ROOT_PASSWORD = 'maria-root-pw';
 const APP_PASSWORD = 'civi-app-pw';
@@ -52,10 +52,7 @@ describe('applications on MariaDB, by their recipes, moved to another agent', ()
     await dir?.cleanup();
   });
 
-  const backup = async (plan: string): Promise<JobLike> => {
-    const { body } = await server.api<{ job: JobLike }>('POST', `/v1/plans/${plan}/backup`);
-    return waitForJob(server, body.job.id, 300_000);
-  };
+  const backup = (plan: string): Promise<JobLike> => backupNow(server, plan);
 
   it('CiviCRM: the database from CIVICRM_DSN, then custom files, images, templates and the settings file', async () => {
     await sql(maria, `create database civicrm; create user 'civi'@'127.0.0.1' identified by '${APP_PASSWORD}'; grant all on civicrm.* to 'civi'@'127.0.0.1';

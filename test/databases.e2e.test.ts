@@ -5,7 +5,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startScratchPostgres, type ScratchPostgres } from '../agent/src/scratch/postgres.js';
 import { describeTree } from './tree.js';
-import { enrollAgent, startTestServer, tempDir, waitForJob, type JobLike, type TestAgent, type TestServer } from './harness.js';
+import { backupNow, enrollAgent, startTestServer, tempDir, waitForJob, type JobLike, type TestAgent, type TestServer } from './harness.js';
 
 const PASSWORD = 'scratch-superuser-pw';
 
@@ -68,10 +68,7 @@ describe('database backups restore onto another agent', () => {
     await dir?.cleanup();
   });
 
-  const backup = async (plan: string): Promise<JobLike> => {
-    const { body } = await server.api<{ job: JobLike }>('POST', `/v1/plans/${plan}/backup`);
-    return waitForJob(server, body.job.id, 300_000);
-  };
+  const backup = (plan: string): Promise<JobLike> => backupNow(server, plan);
 
   it('backs up PostgreSQL while a writer inserts, and SQLite and files, dumps first; restores with matching counts', async () => {
     const sqlitePath = join(dir.path, 'app.sqlite');

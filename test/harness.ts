@@ -173,3 +173,9 @@ export async function waitForJob(server: TestServer, jobId: string, timeoutMs = 
   }, `job ${jobId} to finish`, timeoutMs, 200);
   return job!;
 }
+
+/** Starts a plan's backup through the API and waits for the job to end. */
+export async function backupNow(server: TestServer, plan: string, timeoutMs = 300_000): Promise<JobLike> {
+  const { body } = await server.api<{ job: JobLike }>('POST', `/v1/plans/${plan}/backup`);
+  return waitForJob(server, body.job.id, timeoutMs);
+}

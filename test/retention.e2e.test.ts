@@ -2,7 +2,7 @@ import { cp, mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { describeTree, writeBigFile } from './tree.js';
-import { BIN, enrollAgent, runCli, startTestServer, tempDir, waitForJob, waitUntil, type JobLike, type TestAgent, type TestServer } from './harness.js';
+import { backupNow, BIN, enrollAgent, runCli, startTestServer, tempDir, waitForJob, waitUntil, type JobLike, type TestAgent, type TestServer } from './harness.js';
 
 const DAY = 86_400_000;
 
@@ -46,10 +46,7 @@ describe('retention, pruning and garbage collection', () => {
     await dir?.cleanup();
   });
 
-  const backup = async (plan: string): Promise<JobLike> => {
-    const { body } = await server.api<{ job: JobLike }>('POST', `/v1/plans/${plan}/backup`);
-    return waitForJob(server, body.job.id);
-  };
+  const backup = (plan: string): Promise<JobLike> => backupNow(server, plan);
 
   it('keeps exactly what the policy says after a week of daily backups, and collects what nothing references', async () => {
     const data = join(dir.path, 'week');

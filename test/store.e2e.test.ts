@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startS3rver } from '../shared/src/store/s3rver.suite.js';
 import { describeTree, writeBigFile } from './tree.js';
-import { BIN, enrollAgent, runCli, startTestServer, tempDir, waitForJob, waitUntil, type JobLike, type TestAgent, type TestServer } from './harness.js';
+import { backupNow, BIN, enrollAgent, runCli, startTestServer, tempDir, waitForJob, waitUntil, type JobLike, type TestAgent, type TestServer } from './harness.js';
 
 async function storeBytes(dir: string): Promise<number> {
   let total = 0;
@@ -21,10 +21,6 @@ const sentBytes = (job: JobLike) => {
   return Number(m[1]) * { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 }[m[2] as 'B'];
 };
 
-async function backupNow(server: TestServer, plan: string): Promise<JobLike> {
-  const { body } = await server.api<{ job: JobLike }>('POST', `/v1/plans/${plan}/backup`);
-  return waitForJob(server, body.job.id);
-}
 
 async function setPassphraseFile(agent: TestAgent, file: string): Promise<void> {
   const config = JSON.parse(await readFile(agent.configPath, 'utf8')) as Record<string, unknown>;

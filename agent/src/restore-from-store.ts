@@ -14,8 +14,7 @@ import {
   type RepositoryKeys,
   type RestoreTarget,
   type SnapshotManifest,
-  type StoreBackend,
-} from '@lifeboat/shared';
+  type StoreBackend, parseDatabaseUrl } from '@lifeboat/shared';
 import { afterRestore } from './recipes/index.js';
 import { readArtifact } from './restore/store-reader.js';
 import type { JobContext } from './sources/source.js';
@@ -202,26 +201,5 @@ async function refuseEncryptedWithoutSettings(store: StoreReader, manifest: Mani
 
 /** postgres://user@host:port/db (or mysql://) → a database target; a password in the URL is refused (argv, shell history). */
 export function databaseTarget(kind: 'postgres' | 'mysql', url: string, passwordFile: string | undefined, force: boolean): RestoreTarget {
-  const flag = `--to-${kind}`;
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    throw new LifeboatError('bad_request', `${flag}: not a URL: "${url}"`);
-  }
-  const scheme = kind === 'postgres' ? /^postgres(ql)?:$/ : /^(mysql|mariadb):$/;
-  if (!scheme.test(parsed.protocol)) throw new LifeboatError('bad_request', `${flag}: expected ${kind}://user@host:port/database, got "${parsed.protocol}//…"`);
-  if (parsed.password) throw new LifeboatError('bad_request', `${flag}: leave the password out of the URL; put it in a file and pass --password-file`);
-  const database = decodeURIComponent(parsed.pathname.replace(/^\//, ''));
-  if (!database) throw new LifeboatError('bad_request', `${flag}: the URL names no database (…/DATABASE)`);
-  const defaults = kind === 'postgres' ? { port: 5432, user: 'postgres' } : { port: 3306, user: 'root' };
-  return {
-    kind,
-    host: parsed.hostname.replace(/^\[|\]$/g, '') || '127.0.0.1',
-    port: parsed.port ? Number(parsed.port) : defaults.port,
-    user: decodeURIComponent(parsed.username) || defaults.user,
-    database,
-    force,
-    ...(passwordFile ? { passwordFile } : {}),
-  };
+  return { kind, ...parseDatabaseUrl(kind, url), force, ...(passwordFile ? { passwordFile } : {}) };
 }

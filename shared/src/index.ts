@@ -13,6 +13,7 @@ export * from './manifest.js';
 export * from './memory.js';
 export * from './plan.js';
 export * from './protocol.js';
+export * from './restore-args.js';
 
 export const LIFEBOAT_VERSION = '0.1.0';
 export * from './store/backend.js';

@@ -2,7 +2,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DEFAULT_AGENT_CONFIG_PATH, LIFEBOAT_VERSION, LifeboatError, createLogger, exitQuietlyOnClosedPipe } from '@lifeboat/shared';
+import { DEFAULT_AGENT_CONFIG_PATH, LIFEBOAT_VERSION, LifeboatError, createLogger, exitQuietlyOnClosedPipe, parseArtifactIndex, parseHostRewrite } from '@lifeboat/shared';
 import { AuthRefused, startAgent } from '../agent.js';
 import { loadAgentConfig } from '../config.js';
 import { enroll, type EnrollOptions } from '../enroll.js';
@@ -37,30 +37,29 @@ const program = new Command('lifeboat-agent')
   .description('The Lifeboat agent: dials out to the server, runs the backups it is told to, restores on request.')
   .version(LIFEBOAT_VERSION);
 
-program
-  .command('enroll')
-  .description('Trade a one-time enrollment token for this agent\'s own secret, and write the agent config (0600).')
-  .requiredOption('--server <url>', 'the server, e.g. https://backup.example.com:7400')
-  .requiredOption('--token <token>', 'one-time enrollment token from `lifeboat token create`')
-  .option('--name <name>', 'this agent\'s name in plans', hostname().split('.')[0])
-  .option('--label <key=value>', 'a label (repeatable), e.g. role=drill', collectLabel, {})
-  .option('--config <file>', 'where to write the config', DEFAULT_AGENT_CONFIG_PATH)
-  .option('--force', 'overwrite an existing config', false)
+/** What enroll and install both take. */
+function withEnrollOptions(command: Command): Command {
+  return command
+    .requiredOption('--server <url>', 'the server, e.g. https://backup.example.com:7400')
+    .requiredOption('--token <token>', 'one-time enrollment token from `lifeboat token create`')
+    .option('--name <name>', 'this agent\'s name in plans', hostname().split('.')[0])
+    .option('--label <key=value>', 'a label (repeatable), e.g. role=drill', collectLabel, {})
+    .option('--config <file>', 'where to write the config', DEFAULT_AGENT_CONFIG_PATH)
+    .option('--force', 'overwrite an existing config', false);
+}
+
+withEnrollOptions(
+  program.command('enroll').description('Trade a one-time enrollment token for this agent\'s own secret, and write the agent config (0600).'),
+)
   .addHelpText('after', '\nExample:\n  lifeboat-agent enroll --server http://10.0.0.5:7400 --token lbe_… --name web-1 --label env=prod')
   .action(async (opts: EnrollFlags) => {
     const result = await enroll(enrollOptions(opts));
     process.stdout.write(`enrolled as "${result.name}"; config written to ${result.configPath} (0600)\nstart it with: lifeboat-agent run --config ${result.configPath}\n`);
   });
 
-program
-  .command('install')
-  .description('Enroll this machine, write a systemd unit for the agent, and start it: the one command for a new VM.')
-  .requiredOption('--server <url>', 'the server, e.g. https://backup.example.com:7400')
-  .requiredOption('--token <token>', 'one-time enrollment token from `lifeboat token create`')
-  .option('--name <name>', 'this agent\'s name in plans', hostname().split('.')[0])
-  .option('--label <key=value>', 'a label (repeatable), e.g. role=drill', collectLabel, {})
-  .option('--config <file>', 'where to write the config', DEFAULT_AGENT_CONFIG_PATH)
-  .option('--force', 'overwrite an existing config', false)
+withEnrollOptions(
+  program.command('install').description('Enroll this machine, write a systemd unit for the agent, and start it: the one command for a new VM.'),
+)
   .option('--unit-dir <dir>', 'where to write lifeboat-agent.service', '/etc/systemd/system')
   .option('--no-start', 'write the unit but do not enable or start it')
   .addHelpText('after', '\nExample:\n  lifeboat-agent install --server https://backup.example:7400 --token lbe_… --name web-1')
@@ -147,17 +146,18 @@ program
     process.exitCode = await restoreFromStoreCommand(opts, { out: (line) => process.stdout.write(line + '\n'), err: (line) => process.stderr.write(line + '\n') });
   });
 
-function artifactIndex(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('an artifact index from 0');
-  return n;
+/** Commander wants its own error type for a bad option value; the parsing itself is shared. */
+function asOptionParser<T>(parse: (value: string) => T): (value: string) => T {
+  return (value) => {
+    try {
+      return parse(value);
+    } catch (err) {
+      throw new InvalidArgumentError((err as Error).message);
+    }
+  };
 }
-
-function hostRewrite(value: string): { from: string; to: string } {
-  const eq = value.indexOf('=');
-  if (eq <= 0 || eq === value.length - 1) throw new InvalidArgumentError('OLD=NEW');
-  return { from: value.slice(0, eq), to: value.slice(eq + 1) };
-}
+const artifactIndex = asOptionParser(parseArtifactIndex);
+const hostRewrite = asOptionParser(parseHostRewrite);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof LifeboatError) {

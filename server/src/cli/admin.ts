@@ -9,6 +9,9 @@ import {
   RestoreRequest,
   listIssues,
   newEncryptionSettings,
+  parseArtifactIndex,
+  parseDatabaseUrl,
+  parseHostRewrite,
   parseDuration,
   parsePlanFile,
   type JobView,
@@ -700,38 +703,23 @@ function addRestoreCommand(program: Command, ctx: Context, run: Run): void {
     .action((snapshot: string, opts: RestoreFlags) => run(() => restore(ctx, snapshot, opts)));
 }
 
-function parseIndex(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0) throw new UsageError(`--artifact takes an index from 0, got "${value}"`);
-  return n;
-}
-
-function parseRewrite(value: string): { from: string; to: string } {
-  const eq = value.indexOf('=');
-  if (eq <= 0 || eq === value.length - 1) throw new UsageError(`--rewrite-host takes OLD=NEW, got "${value}"`);
-  return { from: value.slice(0, eq), to: value.slice(eq + 1) };
-}
-
-/** postgres://user@host:port/db → a database target; a password in the URL is refused (it would sit in argv and logs). */
-export function databaseUrl(flag: string, url: string, defaults: { port: number; user: string }, passwordFile?: string) {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    throw new UsageError(`${flag}: not a URL: "${url}"`);
-  }
-  const scheme = flag === '--to-postgres' ? /^postgres(ql)?:$/ : /^(mysql|mariadb):$/;
-  if (!scheme.test(parsed.protocol)) throw new UsageError(`${flag}: expected ${flag === '--to-postgres' ? 'postgres://' : 'mysql://'}user@host:port/database, got "${parsed.protocol}//…"`);
-  if (parsed.password) throw new UsageError(`${flag}: leave the password out of the URL; put it in a file on the agent and pass --password-file`);
-  const database = decodeURIComponent(parsed.pathname.replace(/^\//, ''));
-  if (!database) throw new UsageError(`${flag}: the URL names no database (…/DATABASE)`);
-  return {
-    host: parsed.hostname.replace(/^\[|\]$/g, '') || '127.0.0.1',
-    port: parsed.port ? Number(parsed.port) : defaults.port,
-    user: decodeURIComponent(parsed.username) || defaults.user,
-    database,
-    ...(passwordFile ? { passwordFile } : {}),
+/** The parsing is shared with restore-from-store; here a bad value is a usage error. */
+function asUsage<T>(parse: (value: string) => T): (value: string) => T {
+  return (value) => {
+    try {
+      return parse(value);
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
   };
+}
+const parseIndex = asUsage(parseArtifactIndex);
+const parseRewrite = asUsage(parseHostRewrite);
+
+/** A database target from its URL (no password in it) and the password file on the agent. */
+export function databaseUrl(flag: '--to-postgres' | '--to-mysql', url: string, passwordFile?: string) {
+  const location = asUsage((u: string) => parseDatabaseUrl(flag === '--to-postgres' ? 'postgres' : 'mysql', u))(url);
+  return { ...location, ...(passwordFile ? { passwordFile } : {}) };
 }
 
 /** Zod paths of a RestoreRequest, as the user typed them. */
@@ -745,8 +733,8 @@ async function restore(ctx: Context, snapshotId: string, opts: RestoreFlags): Pr
     agent: opts.agent,
     force: opts.force === true,
     ...(opts.to ? { to: opts.to } : {}),
-    ...(opts.toPostgres ? { toPostgres: databaseUrl('--to-postgres', opts.toPostgres, { port: 5432, user: 'postgres' }, opts.passwordFile) } : {}),
-    ...(opts.toMysql ? { toMysql: databaseUrl('--to-mysql', opts.toMysql, { port: 3306, user: 'root' }, opts.passwordFile) } : {}),
+    ...(opts.toPostgres ? { toPostgres: databaseUrl('--to-postgres', opts.toPostgres, opts.passwordFile) } : {}),
+    ...(opts.toMysql ? { toMysql: databaseUrl('--to-mysql', opts.toMysql, opts.passwordFile) } : {}),
     ...(opts.artifact.length ? { artifacts: opts.artifact } : {}),
     rewriteHosts: opts.rewriteHost,
   };

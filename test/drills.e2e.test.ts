@@ -1,0 +1,152 @@
+import { execFileSync } from 'node:child_process';
+import { chmod, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startScratchPostgres, type ScratchPostgres } from '../agent/src/scratch/postgres.js';
+import { writeBigFile } from './tree.js';
+import { enrollAgent, startTestServer, tempDir, waitForJob, waitUntil, type JobLike, type TestAgent, type TestServer } from './harness.js';
+
+interface DrillLike {
+  id: string;
+  status: string;
+  trigger: string;
+  agentName: string | null;
+  restoreMs: number | null;
+  checks: { name: string; ok: boolean; detail: string }[];
+  error: string | null;
+}
+
+const scratchDirs = async () => (await readdir(tmpdir())).filter((n) => n.startsWith('lifeboat-scratch-'));
+/** Database servers running out of the agents' scratch directories (the test's own source database lives elsewhere). */
+const scratchServers = () => {
+  try {
+    return execFileSync('pgrep', ['-a', '-f', 'lifeboat-scratch-'], { encoding: 'utf8' })
+      .split('\n')
+      .filter((line) => line.includes(join(tmpdir(), 'lifeboat-scratch-')));
+  } catch {
+    return [];
+  }
+};
+
+describe('restore drills on an isolated agent', () => {
+  let dir: Awaited<ReturnType<typeof tempDir>>;
+  let pgServer: ScratchPostgres;
+  let server: TestServer;
+  let app: TestAgent;
+  let driller: TestAgent;
+  let files: string;
+
+  beforeAll(async () => {
+    dir = await tempDir('drills');
+    // The source database lives in the test's own directory, apart from the drill agent's scratch.
+    await chmod(dir.path, 0o711);
+    pgServer = await startScratchPostgres({ parentDir: dir.path });
+    const client = new pg.Client({ host: '127.0.0.1', port: pgServer.port, user: 'postgres', database: 'postgres' });
+    await client.connect();
+    await client.query('create database shop');
+    await client.end();
+    const shop = new pg.Client({ host: '127.0.0.1', port: pgServer.port, user: 'postgres', database: 'shop' });
+    await shop.connect();
+    await shop.query(`create table customers (id serial primary key, name text); insert into customers (name) select 'c' || i from generate_series(1, 4321) i;`);
+    await shop.end();
+    files = join(dir.path, 'files');
+    await mkdir(join(files, 'docs'), { recursive: true });
+    await writeFile(join(files, 'docs/a.txt'), 'drill me\n'.repeat(1000));
+    await writeBigFile(join(files, 'docs/b.bin'), 3 * 1024 * 1024);
+    server = await startTestServer(join(dir.path, 'server'));
+    app = await enrollAgent(server, dir.path, 'app-1');
+    driller = await enrollAgent(server, dir.path, 'drill-1', ['role=drill']);
+    await app.start();
+    await driller.start();
+  });
+
+  afterAll(async () => {
+    await app?.proc?.kill();
+    await driller?.proc?.kill();
+    await server?.proc.kill();
+    await pgServer?.stop();
+    await dir?.cleanup();
+  });
+
+  const plan = (drill: Record<string, unknown>) => ({
+    plans: [{
+      id: 'shop',
+      agent: 'app-1',
+      steps: [{ postgres: { database: 'shop', host: '127.0.0.1', port: pgServer.port, user: 'postgres' } }, { files: { paths: [files] } }],
+      drill: { checks: [{ sql: 'select count(*) = 4321 from customers' }, { command: ['test', '-s', 'docs/a.txt'] }], ...drill },
+    }],
+  });
+
+  const drills = async () => (await server.api<{ drills: DrillLike[] }>('GET', '/v1/drills?plan=shop')).body.drills;
+
+  it('runs a scheduled drill on the drill agent that passes every check, with its restore time', async () => {
+    expect((await server.api('POST', '/v1/plans', plan({}))).status).toBe(200);
+    const { body } = await server.api<{ job: JobLike }>('POST', '/v1/plans/shop/backup');
+    expect((await waitForJob(server, body.job.id)).status).toBe('succeeded');
+    // Every 3 seconds, for the test.
+    expect((await server.api('POST', '/v1/plans', plan({ schedule: '*/3 * * * * *' }))).status).toBe(200);
+    let passed: DrillLike | undefined;
+    await waitUntil(async () => {
+      passed = (await drills()).find((d) => d.trigger === 'schedule' && (d.status === 'passed' || d.status === 'failed'));
+      return passed !== undefined;
+    }, 'a scheduled drill to finish', 120_000, 250);
+    expect((await server.api('POST', '/v1/plans', plan({}))).status).toBe(200);
+    expect(passed!.status, JSON.stringify(passed)).toBe('passed');
+    expect(passed!.agentName).toBe('drill-1');
+    expect(passed!.restoreMs).toBeGreaterThan(0);
+    const names = passed!.checks.map((c) => c.name).join('\n');
+    expect(names).toMatch(/row counts/);
+    expect(names).toMatch(/select count/);
+    expect(passed!.checks.every((c) => c.ok)).toBe(true);
+    // Everything the drill made is gone.
+    await waitUntil(async () => (await scratchDirs()).length === 0, 'scratch dirs removed', 30_000);
+  });
+
+  it('`lifeboat drill run` waits and prints the verdict; a drill is never sent to an agent the selector does not match', async () => {
+    const res = await server.admin(['drill', 'run', 'shop']);
+    expect(res.code, res.stderr + res.stdout).toBe(0);
+    expect(res.stdout).toMatch(/PASS/);
+    expect((await server.api('POST', '/v1/plans', plan({ on: { labels: { role: 'nowhere' } } }))).status).toBe(200);
+    const refused = await server.api<{ error: { code: string; message: string } }>('POST', '/v1/plans/shop/drill', {});
+    expect(refused.status).toBe(400);
+    expect(refused.body.error.message).toMatch(/no enrolled agent matches role=nowhere/);
+    expect((await server.api('POST', '/v1/plans', plan({}))).status).toBe(200);
+  });
+
+  it('fails a drill of a snapshot whose stored data was damaged, naming the chunk and the artifact', async () => {
+    const snapshots = (await server.api<{ snapshots: { id: string; artifacts: { kind: string; name: string }[] }[] }>('GET', '/v1/snapshots?plan=shop')).body.snapshots;
+    const chunkFiles = (await readdir(join(server.dataDir, 'store/chunks'), { recursive: true, withFileTypes: true })).filter((e) => e.isFile());
+    const victim = chunkFiles[0]!;
+    const path = join(victim.parentPath, victim.name);
+    const bytes = await readFile(path);
+    bytes[bytes.length - 10]! ^= 0x55;
+    await writeFile(path, bytes);
+    const { body } = await server.api<{ drill: DrillLike; job: JobLike }>('POST', '/v1/plans/shop/drill', { snapshotId: snapshots[0]!.id });
+    await waitForJob(server, body.job.id);
+    const drill = (await server.api<{ drill: DrillLike }>('GET', `/v1/drills/${body.drill.id}`)).body.drill;
+    expect(drill.status).toBe('failed');
+    const said = `${drill.error} ${drill.checks.map((c) => c.detail).join(' ')}`;
+    expect(said).toContain(victim.name.slice(0, 12));
+    expect(said).toMatch(/artifact|postgres|files/);
+    // Put it back for what follows.
+    bytes[bytes.length - 10]! ^= 0x55;
+    await writeFile(path, bytes);
+  });
+
+  it('leaves no scratch server and no scratch directory when the drill agent is killed mid-drill and restarted', async () => {
+    await writeBigFile(join(files, 'docs/large.bin'), 300 * 1024 * 1024);
+    const { body } = await server.api<{ job: JobLike }>('POST', '/v1/plans/shop/backup');
+    expect((await waitForJob(server, body.job.id)).status).toBe('succeeded');
+    const started = await server.api<{ drill: DrillLike; job: JobLike }>('POST', '/v1/plans/shop/drill', {});
+    await waitUntil(async () => (await scratchServers()).length > 0 || (await scratchDirs()).length > 0, 'the drill to make its scratch', 60_000, 50);
+    driller.proc!.child.kill('SIGKILL');
+    const job = await waitForJob(server, started.body.job.id);
+    expect(job.status).toBe('failed');
+    await driller.start();
+    await waitUntil(async () => scratchServers().length === 0 && (await scratchDirs()).length === 0, 'leftovers cleaned at the next start', 60_000, 250);
+    const drill = (await server.api<{ drill: DrillLike }>('GET', `/v1/drills/${started.body.drill.id}`)).body.drill;
+    expect(drill.status).toBe('failed');
+  });
+});
