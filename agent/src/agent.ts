@@ -2,6 +2,7 @@ import { createLogger, type AgentConfig, type Logger } from '@lifeboat/shared';
 import { AuthRefused, Connection, type ConnectionOptions } from './connection.js';
 import { Keyring } from './keyring.js';
 import { JobRunner } from './runner.js';
+import { cleanLeftoverScratch } from './scratch/common.js';
 import { detectTools } from './tools.js';
 
 export interface RunningAgent {
@@ -14,6 +15,8 @@ export async function startAgent(config: AgentConfig, options: { log?: Logger; c
   const log = options.log ?? createLogger(`agent ${config.name}`);
   const tools = await detectTools();
   log.info(`starting; server ${config.server}`, { tools: tools.map((t) => `${t.name} ${t.version}`).join(', ') });
+  // A drill killed mid-way (the agent stopped, the machine rebooted) leaves scratch servers and directories.
+  await removeLeftoverScratch(log);
   let runner: JobRunner;
   const keyring = new Keyring(config.passphraseFile, log);
   const connection = new Connection(
@@ -36,3 +39,13 @@ export async function startAgent(config: AgentConfig, options: { log?: Logger; c
 }
 
 export { AuthRefused };
+
+/** Stops and removes what restore drills of an earlier run of this agent left behind; never fails the start. */
+async function removeLeftoverScratch(log: Logger): Promise<void> {
+  try {
+    const removed = await cleanLeftoverScratch();
+    for (const dir of removed) log.warn(`removed the scratch left by an interrupted restore drill: ${dir}`);
+  } catch (err) {
+    log.warn(`could not clean up the scratch of interrupted restore drills: ${err instanceof Error ? err.message : String(err)}`);
+  }
+}

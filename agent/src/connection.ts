@@ -25,7 +25,7 @@ export interface ConnectionHandlers {
   /** May return a promise (deriving keys); jobs that arrive meanwhile wait for it. */
   onWelcome(welcome: Extract<ServerMessage, { type: 'welcome' }>['payload']): void | Promise<void>;
   onPlans(plans: Extract<ServerMessage, { type: 'plans' }>['payload']['plans']): void;
-  onJob(message: Extract<ServerMessage, { type: 'job.backup' | 'job.restore' }>): void;
+  onJob(message: Extract<ServerMessage, { type: 'job.backup' | 'job.restore' | 'job.drill' }>): void;
   onCancel(jobId: string, reason: string): void;
   /** The socket is gone: every job in progress must stop (its data channel went with it). */
   onDisconnected(reason: string): void;
@@ -189,6 +189,7 @@ export class Connection implements ServerLink {
         return this.handlers.onPlans(msg.payload.plans);
       case 'job.backup':
       case 'job.restore':
+      case 'job.drill':
         void this.ready.then(() => this.handlers.onJob(msg));
         return;
       case 'job.cancel':

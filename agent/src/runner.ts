@@ -1,5 +1,6 @@
-import { describeError, formatBytes, LifeboatError, type Logger, type ServerMessage } from '@lifeboat/shared';
+import { describeError, formatBytes, LifeboatError, type AgentMessages, type Logger, type PayloadOf, type ServerMessage } from '@lifeboat/shared';
 import { downloadArtifact } from './download.js';
+import { runDrill, type DrillJob, type DrillSettings } from './drill/run-drill.js';
 import type { Keyring } from './keyring.js';
 import type { ServerLink } from './link.js';
 import type { JobContext } from './sources/source.js';
@@ -9,6 +10,8 @@ import { uploadArtifact } from './upload.js';
 
 type BackupJob = Extract<ServerMessage, { type: 'job.backup' }>['payload'];
 type RestoreJob = Extract<ServerMessage, { type: 'job.restore' }>['payload'];
+/** What a job reports when it ends, but its id. */
+type Finished = Omit<PayloadOf<typeof AgentMessages, 'job.finished'>, 'jobId'>;
 
 /** Runs the jobs the server sends, each with its own abort signal, and reports every outcome as a value. */
 export class JobRunner {
@@ -18,13 +21,14 @@ export class JobRunner {
     private readonly link: ServerLink,
     private readonly keyring: Pick<Keyring, 'forJob'>,
     private readonly log: Logger,
+    private readonly drillSettings: DrillSettings = {},
   ) {}
 
   get activeJobs(): number {
     return this.running.size;
   }
 
-  start(message: Extract<ServerMessage, { type: 'job.backup' | 'job.restore' }>): void {
+  start(message: Extract<ServerMessage, { type: 'job.backup' | 'job.restore' | 'job.drill' }>): void {
     const jobId = message.payload.jobId;
     if (this.running.has(jobId)) {
       this.log.warn('ignored a job that is already running', { job: jobId });
@@ -34,12 +38,18 @@ export class JobRunner {
     this.running.set(jobId, controller);
     const ctx = this.context(jobId, controller.signal);
     this.link.send('job.started', { jobId });
-    const work = message.type === 'job.backup' ? this.backup(message.payload, ctx) : this.restore(message.payload, ctx);
+    const work: Promise<Finished> =
+      message.type === 'job.backup'
+        ? this.backup(message.payload, ctx).then((outcome) => ({ ok: true, ...outcome }))
+        : message.type === 'job.restore'
+          ? this.restore(message.payload, ctx).then((outcome) => ({ ok: true, ...outcome }))
+          : this.drill(message.payload, ctx);
     work
-      .then((outcome) => {
+      .then((finished) => {
         if (controller.signal.aborted) return;
-        this.log.info(`job ${jobId} succeeded: ${outcome.summary}`);
-        this.link.send('job.finished', { jobId, ok: true, ...outcome });
+        if (finished.ok) this.log.info(`job ${jobId} succeeded: ${finished.summary ?? ''}`);
+        else this.log.error(`job ${jobId} failed: ${finished.error?.message ?? finished.summary ?? ''}`, { code: finished.error?.code });
+        this.link.send('job.finished', { jobId, ...finished });
       })
       .catch((err: unknown) => {
         const error = controller.signal.aborted && controller.signal.reason instanceof LifeboatError ? describeError(controller.signal.reason) : describeError(err);
@@ -102,6 +112,13 @@ export class JobRunner {
     }
     // The last figures say how much deduplication saved: only chunks the store lacked travelled.
     return { summary: `${tasks.length} artifact(s), ${formatBytes(total)}; sent ${formatBytes(sent)} in ${sentChunks} new of ${chunks} chunks`, artifacts: tasks.length };
+  }
+
+  /** A restore drill: a failed check is a failed job that still reports every check (ok only if all passed). */
+  private async drill(job: DrillJob, ctx: JobContext): Promise<Finished> {
+    const keys = this.keyring.forJob();
+    const outcome = await runDrill(job, ctx, { link: this.link, keys, settings: this.drillSettings });
+    return { ok: outcome.ok, summary: outcome.summary, drill: outcome.report, ...(outcome.error ? { error: outcome.error } : {}) };
   }
 
   private async restore(job: RestoreJob, ctx: JobContext): Promise<{ summary: string }> {

@@ -1,0 +1,64 @@
+import type { Readable } from 'node:stream';
+import { LifeboatError, type ArtifactForRestore, type ChunkKeys } from '@lifeboat/shared';
+import { downloadArtifact } from '../download.js';
+import type { ServerLink } from '../link.js';
+import type { JobContext } from '../sources/source.js';
+
+/** How an artifact's download ended, as the drill reports it in "chunks and stream verified". */
+export type FetchOutcome =
+  /** Every chunk arrived, decoded and matched its id, and the whole stream matched its SHA-256 and size. */
+  | { state: 'verified' }
+  /** A chunk (or the whole stream) failed verification, was missing, or the job was cancelled. */
+  | { state: 'failed'; error: LifeboatError }
+  /** The consumer stopped reading before the end (its restore failed first): not verified to the end. */
+  | { state: 'unfinished' };
+
+export interface Fetch {
+  stream: Readable;
+  /** Call once the consumer is done with `stream` (its restore returned or threw). */
+  outcome(): FetchOutcome;
+}
+
+/**
+ * downloadArtifact (download.ts) as a drill needs it: besides the stream, how the download itself ended,
+ * told apart from how the restore that read it ended. A chunk whose stored header is damaged is reported by
+ * the chunk codec without its id; the chunk that was being decoded when the download failed is named then.
+ */
+export function fetchArtifact(link: ServerLink, artifact: ArtifactForRestore, ctx: JobContext, keys: ChunkKeys | null): Fetch {
+  let stream: Readable | undefined;
+  let failedWhileDecoding: string | undefined;
+  const watched: ServerLink = {
+    send: (type, payload) => link.send(type, payload),
+    sendBinary: (frame) => link.sendBinary(frame),
+    subscribe: (transferId, handler) =>
+      link.subscribe(transferId, {
+        ...(handler.onMessage ? { onMessage: (message) => handler.onMessage?.(message) } : {}),
+        onFrame: (chunkId, data) => {
+          const wasDestroyed = stream?.destroyed ?? false;
+          handler.onFrame?.(chunkId, data);
+          if (!wasDestroyed && stream?.destroyed) failedWhileDecoding ??= chunkId;
+        },
+      }),
+  };
+  const download = downloadArtifact(watched, artifact, ctx, keys);
+  stream = download;
+  let error: LifeboatError | undefined;
+  let ended = false;
+  download.once('end', () => (ended = true));
+  download.once('error', (err: Error) => {
+    error = err instanceof LifeboatError ? err : new LifeboatError('integrity', `artifact ${artifact.name}: ${err.message}`);
+  });
+  return {
+    stream: download,
+    outcome: () => {
+      if (error) return { state: 'failed', error: namingChunk(error, failedWhileDecoding) };
+      return ended ? { state: 'verified' } : { state: 'unfinished' };
+    },
+  };
+}
+
+/** The error, naming the chunk in full when its message names none (a damaged header) or only by a prefix. */
+function namingChunk(error: LifeboatError, chunkId: string | undefined): LifeboatError {
+  if (!chunkId || error.code === 'cancelled' || error.message.includes(chunkId) || /restored stream/.test(error.message)) return error;
+  return new LifeboatError(error.code, `${error.message} (chunk ${chunkId})`, error.details);
+}
