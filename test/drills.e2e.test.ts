@@ -2,8 +2,10 @@ import { execFileSync } from 'node:child_process';
 import { chmod, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startScratchMariadb } from '../agent/src/scratch/mariadb.js';
 import { startScratchPostgres, type ScratchPostgres } from '../agent/src/scratch/postgres.js';
 import { writeBigFile } from './tree.js';
 import { enrollAgent, startTestServer, tempDir, waitForJob, waitUntil, type JobLike, type TestAgent, type TestServer } from './harness.js';
@@ -133,6 +135,48 @@ describe('restore drills on an isolated agent', () => {
     // Put it back for what follows.
     bytes[bytes.length - 10]! ^= 0x55;
     await writeFile(path, bytes);
+  });
+
+  it('never sends a drill to the snapshot\'s own agent, even when its labels match', async () => {
+    // An empty selector matches every agent; the source agent (app-1) must still be passed over.
+    expect((await server.api('POST', '/v1/plans', plan({ on: { labels: {} } }))).status).toBe(200);
+    for (let i = 0; i < 3; i++) {
+      const { body } = await server.api<{ drill: DrillLike; job: JobLike }>('POST', '/v1/plans/shop/drill', {});
+      expect(body.drill.agentName).toBe('drill-1');
+      await waitForJob(server, body.job.id);
+    }
+    expect((await server.api('POST', '/v1/plans', plan({}))).status).toBe(200);
+  });
+
+  it('drills a second application agent\'s MariaDB and files backup on the same drill agent', async () => {
+    const maria = await startScratchMariadb({ parentDir: dir.path });
+    try {
+      const conn = await mysql.createConnection({ socketPath: maria.socket, user: 'root', multipleStatements: true });
+      await conn.query(`create database crm; use crm; create table deals (id int primary key, amount int); insert into deals select seq, seq * 7 from seq_1_to_777;`);
+      await conn.end();
+      const crmFiles = join(dir.path, 'crm-files');
+      await mkdir(crmFiles);
+      await writeFile(join(crmFiles, 'invoice.pdf'), 'an invoice');
+      const second = await enrollAgent(server, dir.path, 'app-2');
+      await second.start();
+      try {
+        const crmPlan = { plans: [{ id: 'crm', agent: 'app-2', steps: [{ mysql: { databases: ['crm'], host: maria.socket, user: 'root' } }, { files: { paths: [crmFiles] } }], drill: { checks: [{ sql: 'select count(*) = 777 from deals' }] } }] };
+        expect((await server.api('POST', '/v1/plans', crmPlan)).status).toBe(200);
+        const { body } = await server.api<{ job: JobLike }>('POST', '/v1/plans/crm/backup');
+        const backup = await waitForJob(server, body.job.id);
+        expect(backup.status, JSON.stringify(backup.error)).toBe('succeeded');
+        const res = await server.admin(['drill', 'run', 'crm']);
+        expect(res.code, res.stderr + res.stdout).toBe(0);
+        const drill = (await server.api<{ drills: DrillLike[] }>('GET', '/v1/drills?plan=crm')).body.drills[0]!;
+        expect(drill.status).toBe('passed');
+        expect(drill.agentName).toBe('drill-1');
+        expect(drill.checks.some((c) => /deals|row counts/.test(c.name + c.detail))).toBe(true);
+      } finally {
+        await second.proc?.kill();
+      }
+    } finally {
+      await maria.stop();
+    }
   });
 
   it('leaves no scratch server and no scratch directory when the drill agent is killed mid-drill and restarted', async () => {
