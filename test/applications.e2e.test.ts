@@ -4,7 +4,7 @@ import mysql from 'mysql2/promise';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startScratchMariadb, type ScratchMariadb } from '../agent/src/scratch/mariadb.js';
 import { describeTree } from './tree.js';
-import { backupNow, enrollAgent, startTestServer, tempDir, waitForJob, type JobLike, type TestAgent, type TestServer } from './harness.js';
+import { backupNow, startFleet, tempDir, type Fleet, type JobLike, type TestServer } from './harness.js';
 
 const ROOT_PASSWORD = 'maria-root-pw';
 const APP_PASSWORD = 'civi-app-pw';
@@ -28,8 +28,7 @@ describe('applications on MariaDB, by their recipes, moved to another agent', ()
   let dir: Awaited<ReturnType<typeof tempDir>>;
   let maria: ScratchMariadb;
   let server: TestServer;
-  let source: TestAgent;
-  let target: TestAgent;
+  let fleet: Fleet;
   let rootPasswordFile: string;
 
   beforeAll(async () => {
@@ -37,17 +36,12 @@ describe('applications on MariaDB, by their recipes, moved to another agent', ()
     maria = await startScratchMariadb({ rootPassword: ROOT_PASSWORD });
     rootPasswordFile = join(dir.path, 'maria.pass');
     await writeFile(rootPasswordFile, ROOT_PASSWORD, { mode: 0o600 });
-    server = await startTestServer(join(dir.path, 'server'));
-    source = await enrollAgent(server, dir.path, 'web-1');
-    target = await enrollAgent(server, dir.path, 'new-vm');
-    await source.start();
-    await target.start();
+    fleet = await startFleet(dir.path, [{ name: 'web-1' }, { name: 'new-vm' }]);
+    server = fleet.server;
   });
 
   afterAll(async () => {
-    await source?.proc?.kill();
-    await target?.proc?.kill();
-    await server?.proc.kill();
+    await fleet?.stop();
     await maria?.stop();
     await dir?.cleanup();
   });

@@ -5,7 +5,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startScratchPostgres, type ScratchPostgres } from '../agent/src/scratch/postgres.js';
 import { describeTree } from './tree.js';
-import { backupNow, enrollAgent, startTestServer, tempDir, waitForJob, type JobLike, type TestAgent, type TestServer } from './harness.js';
+import { backupNow, startFleet, tempDir, type Fleet, type JobLike, type TestServer } from './harness.js';
 
 const PASSWORD = 'scratch-superuser-pw';
 
@@ -39,8 +39,7 @@ describe('database backups restore onto another agent', () => {
   let dir: Awaited<ReturnType<typeof tempDir>>;
   let pgServer: ScratchPostgres;
   let server: TestServer;
-  let source: TestAgent;
-  let target: TestAgent;
+  let fleet: Fleet;
   let passwordFile: string;
 
   beforeAll(async () => {
@@ -53,17 +52,12 @@ describe('database backups restore onto another agent', () => {
       insert into "Sales"."Order Lines" (customer, amount) select 1 + i % 5000, i / 7.0 from generate_series(1, 20000) i;`);
     passwordFile = join(dir.path, 'pg.pass');
     await writeFile(passwordFile, PASSWORD + '\n', { mode: 0o600 });
-    server = await startTestServer(join(dir.path, 'server'));
-    source = await enrollAgent(server, dir.path, 'db-1');
-    target = await enrollAgent(server, dir.path, 'db-2');
-    await source.start();
-    await target.start();
+    fleet = await startFleet(dir.path, [{ name: 'db-1' }, { name: 'db-2' }]);
+    server = fleet.server;
   });
 
   afterAll(async () => {
-    await source?.proc?.kill();
-    await target?.proc?.kill();
-    await server?.proc.kill();
+    await fleet?.stop();
     await pgServer?.stop();
     await dir?.cleanup();
   });

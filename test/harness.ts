@@ -179,3 +179,26 @@ export async function backupNow(server: TestServer, plan: string, timeoutMs = 30
   const { body } = await server.api<{ job: JobLike }>('POST', `/v1/plans/${plan}/backup`);
   return waitForJob(server, body.job.id, timeoutMs);
 }
+
+export interface Fleet {
+  server: TestServer;
+  agents: TestAgent[];
+  /** Stops the agents and the server. */
+  stop: () => Promise<void>;
+}
+
+/** A server and running agents in `dir` (names, each optionally with labels), the setup most e2e tests share. */
+export async function startFleet(dir: string, agents: { name: string; labels?: string[] }[]): Promise<Fleet> {
+  const server = await startTestServer(join(dir, 'server'));
+  const enrolled: TestAgent[] = [];
+  for (const a of agents) enrolled.push(await enrollAgent(server, dir, a.name, a.labels ?? []));
+  for (const a of enrolled) await a.start();
+  return {
+    server,
+    agents: enrolled,
+    async stop() {
+      for (const a of enrolled) await a.proc?.kill();
+      await server.proc.kill();
+    },
+  };
+}
