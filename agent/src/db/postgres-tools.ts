@@ -4,6 +4,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { LifeboatError, redact, type ErrorCode, type TableRecord } from '@lifeboat/shared';
 import { childEnv, runChild } from '../child.js';
+import { abortReason } from '../fs-errors.js';
 import { executable } from '../tools.js';
 
 /**
@@ -300,6 +301,21 @@ export async function connectPostgres(endpoint: PgEndpoint, password: string | u
     throw new PostgresConnectError(code, `cannot connect to PostgreSQL ${describeEndpoint(endpoint)}: ${pgReason(err)}`, sqlState);
   }
   return client;
+}
+
+/**
+ * How every PostgreSQL backup starts: connected as the step says, so a wrong password, an unreachable server or
+ * a missing database fails here, before any byte moves.
+ */
+export async function connectForBackup(
+  options: { host: string; port: number; user: string; database: string } & PasswordSource,
+  signal: AbortSignal,
+): Promise<{ endpoint: PgEndpoint; password: string | undefined; client: pg.Client }> {
+  if (signal.aborted) throw abortReason(signal);
+  const endpoint: PgEndpoint = { host: options.host, port: options.port, user: options.user, database: options.database };
+  const password = await readPassword(options, 'source_failed');
+  const client = await connectPostgres(endpoint, password, 'source_failed');
+  return { endpoint, password, client };
 }
 
 export interface ServerVersion {

@@ -3,6 +3,7 @@ import { finished, pipeline } from 'node:stream/promises';
 import { LifeboatError, type MetadataOf, type PostgresStepOptions, type RestoreTarget } from '@lifeboat/shared';
 import { streamChild } from '../child.js';
 import {
+  connectForBackup,
   APPLICATION_NAME,
   conninfo,
   connectPostgres,
@@ -46,11 +47,7 @@ export function createPostgresGlobalsSource(settings: PostgresGlobalsSourceSetti
 export const postgresGlobalsSource: Source<PostgresStepOptions> = createPostgresGlobalsSource();
 
 async function backupGlobals(options: PostgresStepOptions, ctx: JobContext, settings: PostgresGlobalsSourceSettings): Promise<BackupStream> {
-  if (ctx.signal.aborted) throw abortReason(ctx.signal);
-  const endpoint: PgEndpoint = { host: options.host, port: options.port, user: options.user, database: options.database };
-  const password = await readPassword(options, 'source_failed');
-  // Fails here, before any byte moves, for a wrong password, an unreachable server or a missing database.
-  const client = await connectPostgres(endpoint, password, 'source_failed');
+  const { endpoint, password, client } = await connectForBackup(options, ctx.signal);
   let passfile: Passfile | undefined;
   let handedOver = false;
   try {

@@ -19,6 +19,7 @@ import {
 } from '@lifeboat/shared';
 import { runChild, streamChild, TailBuffer } from '../child.js';
 import {
+  connectForBackup,
   APPLICATION_NAME,
   CHECKSUM_MAX_ROWS,
   conninfo,
@@ -92,11 +93,7 @@ export const postgresSource: Source<PostgresStepOptions> = createPostgresSource(
 // ── backup ──────────────────────────────────────────────────────────────────────
 
 async function backupPostgres(options: PostgresStepOptions, ctx: JobContext, settings: PostgresSourceSettings): Promise<BackupStream> {
-  if (ctx.signal.aborted) throw abortReason(ctx.signal);
-  const endpoint: PgEndpoint = { host: options.host, port: options.port, user: options.user, database: options.database };
-  const password = await readPassword(options, 'source_failed');
-  // Fails here, before any byte moves, for a wrong password, an unreachable server or a missing database.
-  const client = await connectPostgres(endpoint, password, 'source_failed');
+  const { endpoint, password, client } = await connectForBackup(options, ctx.signal);
   // Until pg_dump runs, a cancel ends the connection, which ends whatever query is running.
   const onAbortWhilePreparing = () => void client.end().catch(() => {});
   ctx.signal.addEventListener('abort', onAbortWhilePreparing, { once: true });
