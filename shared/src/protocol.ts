@@ -47,6 +47,11 @@ export const FilesMetadata = z.object({
   directories: z.number().int(),
   symlinks: z.number().int(),
   fileBytes: z.number().int(),
+  /**
+   * The per-file manifest (one JSON line per entry: path, type, size, SHA-256, link target), stored as the
+   * archive's last entry: its line count and its own SHA-256. Absent in backups made before it was recorded.
+   */
+  manifest: z.object({ entries: z.number().int().min(0), sha256: Sha256Hex }).optional(),
 });
 
 /** A table as recorded at backup time: exact rows in the dump's own snapshot, and optionally a content checksum. */

@@ -1,5 +1,7 @@
+import { createHash, type Hash } from 'node:crypto';
 import { constants as fsConstants, type Stats } from 'node:fs';
-import { lstat, open, readdir, readFile, readlink, type FileHandle } from 'node:fs/promises';
+import { lstat, mkdtemp, open, readdir, readFile, readlink, rm, type FileHandle } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
@@ -25,7 +27,26 @@ const END_OF_ARCHIVE = Buffer.alloc(2 * BLOCK);
 const OPEN_FOR_READING = fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK;
 
 export type FilesMetadata = Extract<ArtifactMetadata, { kind: 'files' }>;
-type Counts = Omit<FilesMetadata, 'kind' | 'paths'>;
+type Counts = Omit<FilesMetadata, 'kind' | 'paths' | 'manifest'>;
+
+/**
+ * The name of the archive's last entry, the per-file manifest. Archived names are absolute paths without their
+ * leading "/", normalized (no "." components), and the only one starting with "./" is "./" itself (an archive
+ * of "/"): this name cannot collide with an archived file — not even with a file /.lifeboat-manifest.jsonl,
+ * whose entry is ".lifeboat-manifest.jsonl".
+ */
+export const MANIFEST_ENTRY_NAME = './.lifeboat-manifest.jsonl';
+
+/** One line of the manifest, for each entry archived; `path` is the path as backed up (the entry name with its "/"). */
+export type ManifestLine =
+  | { path: string; type: 'file'; size: number; sha256: string }
+  | { path: string; type: 'directory' }
+  | { path: string; type: 'symlink'; target: string }
+  /** Another name of a file archived earlier (`target`, as backed up): restored as a hard link to it. */
+  | { path: string; type: 'hardlink'; target: string };
+
+/** Manifest lines are written to the spool file in pieces of about this size. */
+const SPOOL_FLUSH_BYTES = 64 * 1024;
 
 interface Archiver {
   signal: AbortSignal;
@@ -35,6 +56,7 @@ interface Archiver {
   hardlinks: Map<string, string>;
   owners: OwnerNames;
   counts: Counts;
+  manifest: ManifestSpool;
 }
 
 /** The tar stream of the listed paths, and what it holds once it has been read to the end. */
@@ -45,6 +67,8 @@ export interface TarArchive {
   stream: Readable;
   /** Settles after `stream` has ended, as BackupStream's metadata does. */
   metadata: Promise<FilesMetadata>;
+  /** The private directory the manifest is spooled in while the archive is written; gone once `metadata` settled. */
+  manifestSpool: string;
 }
 
 /**
@@ -58,27 +82,35 @@ export async function archivePaths(paths: readonly string[], exclude: readonly s
   const roots = withoutNested(listed);
   const patterns = exclude.map((glob) => new Minimatch(glob, { dot: true }));
   const counts: Counts = { entries: 0, files: 0, directories: 0, symlinks: 0, fileBytes: 0 };
+  const owners = await readOwnerNames();
+  // Last, so nothing that can still fail before the stream exists leaves the spool behind.
+  const manifest = await ManifestSpool.create();
   const archiver: Archiver = {
     signal: ctx.signal,
     warn: (message) => ctx.warn(message),
     isExcluded: (p) => patterns.some((pattern) => pattern.match(p)),
     hardlinks: new Map(),
-    owners: await readOwnerNames(),
+    owners,
     counts,
+    manifest,
   };
   // Pull-based: the generator runs only as fast as the consumer reads, so memory stays near one read buffer.
   const stream = Readable.from(reportProgress(archive(roots, archiver), ctx), { objectMode: false, highWaterMark: READ_BYTES });
   const onAbort = () => stream.destroy(abortReason(ctx.signal));
   ctx.signal.addEventListener('abort', onAbort, { once: true });
   const metadata = finished(stream)
-    .then((): FilesMetadata => ({ kind: 'files', paths: roots, ...counts }))
+    .then((): FilesMetadata => ({ kind: 'files', paths: roots, ...counts, manifest: manifest.recorded() }))
     .catch((err: unknown) => {
       throw backupError(err, ctx.signal);
     })
-    .finally(() => ctx.signal.removeEventListener('abort', onAbort));
+    .finally(async () => {
+      ctx.signal.removeEventListener('abort', onAbort);
+      // However the backup ended: the metadata settles only once the spool is gone.
+      await manifest.remove();
+    });
   // The consumer reads `metadata` after the stream; a failure before then must not be an unhandled rejection.
   metadata.catch(() => {});
-  return { roots, stream, metadata };
+  return { roots, stream, metadata, manifestSpool: manifest.dir };
 }
 
 /** A path inside another listed path would be archived twice. */
@@ -108,11 +140,16 @@ async function checkRoot(root: string, ctx: JobContext): Promise<void> {
 }
 
 async function* archive(roots: readonly string[], a: Archiver): AsyncGenerator<Buffer> {
-  for (const root of roots) yield* archiveTree(root, a);
-  if (a.counts.entries === 0) {
-    throw new LifeboatError('source_failed', `nothing was archived from ${roots.join(', ')}: every path was excluded, unreadable or vanished`);
+  try {
+    for (const root of roots) yield* archiveTree(root, a);
+    if (a.counts.entries === 0) {
+      throw new LifeboatError('source_failed', `nothing was archived from ${roots.join(', ')}: every path was excluded, unreadable or vanished`);
+    }
+    yield* a.manifest.archiveEntry(a.signal);
+    yield END_OF_ARCHIVE;
+  } finally {
+    await a.manifest.close();
   }
-  yield END_OF_ARCHIVE;
 }
 
 /** Depth-first, children in sorted order: the same tree gives the same archive, which deduplicates best. */
@@ -145,6 +182,7 @@ async function* archiveDirectory(p: string, info: Stats, a: Archiver): AsyncGene
   yield header;
   a.counts.entries++;
   a.counts.directories++;
+  await a.manifest.add({ path: p, type: 'directory' });
   return await listDirectory(p, a);
 }
 
@@ -170,6 +208,7 @@ async function* archiveSymlink(p: string, info: Stats, a: Archiver): AsyncGenera
   yield header;
   a.counts.entries++;
   a.counts.symlinks++;
+  await a.manifest.add({ path: p, type: 'symlink', target: linkpath });
 }
 
 async function* archiveFile(p: string, info: Stats, a: Archiver): AsyncGenerator<Buffer> {
@@ -181,6 +220,7 @@ async function* archiveFile(p: string, info: Stats, a: Archiver): AsyncGenerator
     yield header;
     a.counts.entries++;
     a.counts.files++;
+    await a.manifest.add({ path: p, type: 'hardlink', target: '/' + firstCopy });
     return;
   }
   const handle = await orWarn(p, a, () => open(p, OPEN_FOR_READING));
@@ -192,10 +232,12 @@ async function* archiveFile(p: string, info: Stats, a: Archiver): AsyncGenerator
     const header = encodeHeader({ name, type: 'File', info: opened, size: opened.size }, a);
     if (!header) return;
     yield header;
-    const complete = yield* fileContent(handle, opened.size, p, a);
+    const hash = createHash('sha256');
+    const complete = yield* fileContent(handle, opened.size, p, a, hash);
     a.counts.entries++;
     a.counts.files++;
     a.counts.fileBytes += opened.size;
+    await a.manifest.add({ path: p, type: 'file', size: opened.size, sha256: hash.digest('hex') });
     if (opened.nlink > 1) a.hardlinks.set(`${opened.dev}:${opened.ino}`, name);
     if (complete) await warnIfChanged(handle, opened, p, a);
   } finally {
@@ -207,8 +249,9 @@ async function* archiveFile(p: string, info: Stats, a: Archiver): AsyncGenerator
  * Exactly `size` bytes and the block padding, whatever happens to the file meanwhile: the header already
  * promised that size, so a file that shrank or failed to read is padded with zeros (and warned about),
  * and one that grew is cut at the size it had when opened. Returns whether all of it could be read.
+ * `hash` takes the content as archived (zeros included): what a restore of this archive writes.
  */
-async function* fileContent(handle: FileHandle, size: number, p: string, a: Archiver): AsyncGenerator<Buffer, boolean> {
+async function* fileContent(handle: FileHandle, size: number, p: string, a: Archiver, hash: Hash): AsyncGenerator<Buffer, boolean> {
   let done = 0;
   while (done < size) {
     if (a.signal.aborted) throw abortReason(a.signal);
@@ -227,9 +270,15 @@ async function* fileContent(handle: FileHandle, size: number, p: string, a: Arch
       break;
     }
     done += bytesRead;
-    yield bytesRead === want ? buffer : buffer.subarray(0, bytesRead);
+    const piece = bytesRead === want ? buffer : buffer.subarray(0, bytesRead);
+    hash.update(piece);
+    yield piece;
   }
-  for (let left = size - done; left > 0; left -= READ_BYTES) yield Buffer.alloc(Math.min(left, READ_BYTES));
+  for (let left = size - done; left > 0; left -= READ_BYTES) {
+    const zeros = Buffer.alloc(Math.min(left, READ_BYTES));
+    hash.update(zeros);
+    yield zeros;
+  }
   const padding = (BLOCK - (size % BLOCK)) % BLOCK;
   if (padding > 0) yield Buffer.alloc(padding);
   return done === size;
@@ -354,4 +403,104 @@ async function orWarn<T>(p: string, a: Archiver, op: () => Promise<T>, consequen
 function utf8OrNull(bytes: Buffer): string | null {
   const text = bytes.toString('utf8');
   return Buffer.from(text, 'utf8').equals(bytes) ? text : null;
+}
+
+/**
+ * The per-file manifest, spooled to a 0600 file in a private 0700 temp dir as the walk goes (never held in
+ * memory: a million entries would be a hundred MB), then archived as the last entry. Its SHA-256 and line count
+ * go into the metadata.
+ */
+class ManifestSpool {
+  private pending: string[] = [];
+  private pendingBytes = 0;
+  private written = 0;
+  private lines = 0;
+  private readonly hash = createHash('sha256');
+  private digest: string | null = null;
+
+  private constructor(
+    /** The private temp dir: removed, with everything in it, by remove(). */
+    readonly dir: string,
+    readonly file: string,
+    private handle: FileHandle | null,
+  ) {}
+
+  static async create(): Promise<ManifestSpool> {
+    // mkdtemp makes it 0700.
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'lifeboat-manifest-'));
+    const file = path.join(dir, 'manifest.jsonl');
+    try {
+      return new ManifestSpool(dir, file, await open(file, 'wx', 0o600));
+    } catch (err) {
+      await rm(dir, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  async add(line: ManifestLine): Promise<void> {
+    const text = `${JSON.stringify(line)}\n`;
+    this.pending.push(text);
+    this.pendingBytes += text.length;
+    this.lines++;
+    if (this.pendingBytes >= SPOOL_FLUSH_BYTES) await this.flush();
+  }
+
+  /** The manifest as the last entry: header, the spool's bytes read back in pieces, padding. */
+  async *archiveEntry(signal: AbortSignal): AsyncGenerator<Buffer> {
+    await this.flush();
+    await this.close();
+    this.digest = this.hash.digest('hex');
+    const size = this.written;
+    const data: HeaderData = { path: MANIFEST_ENTRY_NAME, type: 'File', mode: 0o600, uid: 0, gid: 0, size, mtime: new Date(Math.floor(Date.now() / 1000) * 1000) };
+    const header = new Header(data);
+    // A manifest over 8 GiB does not fit ustar's size field.
+    yield header.encode() ? Buffer.concat([new Pax(data).encode(), header.block!]) : header.block!;
+    const reader = await open(this.file, 'r');
+    try {
+      let done = 0;
+      while (done < size) {
+        if (signal.aborted) throw abortReason(signal);
+        const want = Math.min(READ_BYTES, size - done);
+        const { bytesRead, buffer } = await reader.read(Buffer.allocUnsafe(want), 0, want, done);
+        if (bytesRead === 0) throw new LifeboatError('source_failed', `the manifest spool ${this.file} shrank while being archived`);
+        done += bytesRead;
+        yield bytesRead === want ? buffer : buffer.subarray(0, bytesRead);
+      }
+    } finally {
+      await reader.close();
+    }
+    const padding = (BLOCK - (size % BLOCK)) % BLOCK;
+    if (padding > 0) yield Buffer.alloc(padding);
+  }
+
+  /** What the metadata records; only once the manifest was archived. */
+  recorded(): { entries: number; sha256: string } {
+    if (this.digest === null) throw new LifeboatError('source_failed', 'the archive ended without its manifest');
+    return { entries: this.lines, sha256: this.digest };
+  }
+
+  async close(): Promise<void> {
+    const handle = this.handle;
+    this.handle = null;
+    await handle?.close().catch(() => {});
+  }
+
+  async remove(): Promise<void> {
+    await this.close();
+    await rm(this.dir, { recursive: true, force: true });
+  }
+
+  private async flush(): Promise<void> {
+    if (this.pending.length === 0) return;
+    if (!this.handle) throw new LifeboatError('source_failed', 'the manifest spool was closed before the archive was complete');
+    const bytes = Buffer.from(this.pending.join(''), 'utf8');
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.hash.update(bytes);
+    for (let at = 0; at < bytes.length; ) {
+      const { bytesWritten } = await this.handle.write(bytes, at, bytes.length - at, this.written);
+      at += bytesWritten;
+      this.written += bytesWritten;
+    }
+  }
 }

@@ -1,12 +1,16 @@
-import { lstat, opendir } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { lstat, opendir, readlink } from 'node:fs/promises';
 import path from 'node:path';
+import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import type { RowDataPacket } from 'mysql2/promise';
 import { formatBytes, LifeboatError, redact, type ArtifactMetadata, type DrillCheckResult, type TableRecord } from '@lifeboat/shared';
 import { childEnv, runChild } from '../child.js';
 import { connectMysql, mysqlErrorReason } from '../db/mysql-tools.js';
 import { connectPostgres, pgReason } from '../db/postgres-tools.js';
-import { abortReason, fsReason, isCode } from '../fs-errors.js';
+import type { ManifestLine } from '../archive/tar-writer.js';
+import { abortReason, fsReason, isCode, shown } from '../fs-errors.js';
 
 /**
  * What a drill checks beyond the restores themselves: the files manifest against the restored tree, and the
@@ -39,7 +43,7 @@ export function describeTables(tables: readonly TableRecord[]): string {
 // ── files: the manifest ─────────────────────────────────────────────────────────
 
 type FilesMetadata = Extract<ArtifactMetadata, { kind: 'files' }>;
-type TreeCounts = Omit<FilesMetadata, 'kind' | 'paths'>;
+type TreeCounts = Omit<FilesMetadata, 'kind' | 'paths' | 'manifest'>;
 
 /** The extraction refuses symlinks that lead out of the restore target (restore/extract.ts); their skip lines end so. */
 const LINK_OUTSIDE_TARGET = /: symbolic link to .* points outside the restore target$/;
@@ -50,8 +54,17 @@ const LINK_OUTSIDE_TARGET = /: symbolic link to .* points outside the restore ta
  * and their bytes once, as the archive does. Symbolic links the extraction refused because they lead out of
  * the scratch directory (absolute targets such as /var/www/releases/5) were in the verified archive: they are
  * accounted for, and said so.
+ *
+ * Then, when the backup recorded a per-file manifest (`manifestFile`: the copy the restore kept of it), every
+ * entry in it against the restored tree: type, size, SHA-256 of each file's content, symbolic link targets.
  */
-export async function checkManifest(restoreRoot: string, recorded: FilesMetadata, skipped: readonly string[], signal: AbortSignal): Promise<{ ok: boolean; detail: string }> {
+export async function checkManifest(
+  restoreRoot: string,
+  recorded: FilesMetadata,
+  skipped: readonly string[],
+  signal: AbortSignal,
+  manifestFile?: string,
+): Promise<{ ok: boolean; detail: string }> {
   const counts: TreeCounts = { entries: 0, files: 0, directories: 0, symlinks: 0, fileBytes: 0 };
   const missing: string[] = [];
   const other: string[] = [];
@@ -114,19 +127,212 @@ export async function checkManifest(restoreRoot: string, recorded: FilesMetadata
   if (otherSkips.length > 0) notes.push(`not restored: ${otherSkips.slice(0, 10).join('; ')}${otherSkips.length > 10 ? `; and ${otherSkips.length - 10} more` : ''}`);
   if (missing.length > 0) notes.push(`missing from the restored tree: ${missing.join(', ')}`);
   if (other.length > 0) notes.push(`unexpected special files: ${other.slice(0, 10).join(', ')}`);
-  const contentNote = 'per-file SHA-256 is not recorded at backup yet: file contents were verified through the chunk ids and the SHA-256 of the whole archive';
+  const content = await checkEntries(restoreRoot, recorded, manifestFile, skipped, signal);
 
-  if (differences.length > 0 || missing.length > 0 || other.length > 0) {
-    return { ok: false, detail: [`the restored tree does not match the manifest recorded at backup: ${differences.join('; ') || 'see below'}`, ...notes].join('; ') };
+  if (differences.length > 0 || missing.length > 0 || other.length > 0 || !content.ok) {
+    const what = [...differences, ...(content.ok ? [] : [content.detail])];
+    return { ok: false, detail: [`the restored tree does not match the manifest recorded at backup: ${what.join('; ') || 'see below'}`, ...notes].join('; ') };
   }
   return {
     ok: true,
     detail: [
       `${plural(counts.entries, 'entry', 'entries')} as recorded: ${plural(counts.files, 'file')} (${formatBytes(counts.fileBytes)}), ${plural(counts.directories, 'directory', 'directories')}, ${plural(counts.symlinks, 'symbolic link')} under ${recorded.paths.join(', ')}`,
+      content.detail,
       ...notes,
-      contentNote,
     ].join('; '),
   };
+}
+
+/** Mismatches named one by one in a check's detail; beyond this they are only counted. */
+const MAX_LISTED_MISMATCHES = 5;
+
+/**
+ * Every entry of the per-file manifest against the restored tree, reading the manifest a line at a time and
+ * each file in pieces: memory stays bounded whatever the number or size of the files.
+ */
+async function checkEntries(
+  restoreRoot: string,
+  recorded: FilesMetadata,
+  manifestFile: string | undefined,
+  skipped: readonly string[],
+  signal: AbortSignal,
+): Promise<{ ok: boolean; detail: string }> {
+  if (recorded.manifest === undefined) return { ok: true, detail: 'no per-file manifest recorded (older backup); counts compared' };
+  if (manifestFile === undefined) return { ok: false, detail: 'the per-file manifest recorded at backup was not kept by the restore' };
+  let manifestSha256: string;
+  try {
+    manifestSha256 = await sha256Of(manifestFile);
+  } catch (err) {
+    if (isCode(err, 'ENOENT')) return { ok: false, detail: 'the per-file manifest recorded at backup is not in the archive' };
+    return { ok: false, detail: `cannot read the per-file manifest kept by the restore: ${fsReason(err)}` };
+  }
+  if (manifestSha256 !== recorded.manifest.sha256) {
+    return { ok: false, detail: `the per-file manifest in the archive does not match the SHA-256 recorded at backup (${recorded.manifest.sha256.slice(0, 12)}…, found ${manifestSha256.slice(0, 12)}…)` };
+  }
+
+  const linksLeftOut = skippedLinkPaths(skipped);
+  const mismatches: string[] = [];
+  let mismatched = 0;
+  let checked = 0;
+  let files = 0;
+  let linksNotRestored = 0;
+  const input = createReadStream(manifestFile);
+  const lines = createInterface({ input, crlfDelay: Infinity });
+  try {
+    for await (const text of lines) {
+      if (signal.aborted) throw abortReason(signal);
+      if (text === '') continue;
+      checked++;
+      const entry = parseManifestLine(text);
+      if (!entry) return { ok: false, detail: `line ${checked} of the per-file manifest is not a valid entry` };
+      const verdict = await compareEntry(restoreRoot, entry, linksLeftOut);
+      if (verdict === 'link left out') linksNotRestored++;
+      else if (verdict !== null) {
+        mismatched++;
+        if (mismatches.length < MAX_LISTED_MISMATCHES) mismatches.push(`${shown(entry.path)}: ${verdict}`);
+      } else if (entry.type === 'file') files++;
+    }
+  } catch (err) {
+    if (signal.aborted) throw abortReason(signal);
+    return { ok: false, detail: `cannot read the per-file manifest kept by the restore: ${fsReason(err)}` };
+  } finally {
+    lines.close();
+    input.destroy();
+  }
+  if (checked !== recorded.manifest.entries) {
+    return { ok: false, detail: `the per-file manifest has ${checked} entries, ${recorded.manifest.entries} were recorded at backup` };
+  }
+  if (mismatched > 0) {
+    const more = mismatched > mismatches.length ? `; and ${mismatched - mismatches.length} more` : '';
+    return { ok: false, detail: `${mismatched} of ${plural(checked, 'entry', 'entries')} differ from the per-file manifest: ${mismatches.join('; ')}${more}` };
+  }
+  const leftOut = linksNotRestored > 0 ? ` (less ${plural(linksNotRestored, 'symbolic link')} leading out of the tree)` : '';
+  return { ok: true, detail: `per-file manifest: ${plural(checked, 'entry', 'entries')} checked${leftOut}: types, sizes and link targets as recorded, the content of ${plural(files, 'file')} matching its SHA-256` };
+}
+
+/** A manifest line, or null when it is not one: paths must be absolute and normalized (nothing outside the restore root is read). */
+function parseManifestLine(text: string): ManifestLine | null {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  if (typeof value !== 'object' || value === null) return null;
+  const line = value as Record<string, unknown>;
+  const p = line.path;
+  if (typeof p !== 'string' || !p.startsWith('/') || path.posix.normalize(p) !== p || p.includes('\0')) return null;
+  switch (line.type) {
+    case 'directory':
+      return { path: p, type: 'directory' };
+    case 'file':
+      if (typeof line.size !== 'number' || typeof line.sha256 !== 'string') return null;
+      return { path: p, type: 'file', size: line.size, sha256: line.sha256 };
+    case 'symlink':
+    case 'hardlink':
+      if (typeof line.target !== 'string') return null;
+      if (line.type === 'hardlink' && (!line.target.startsWith('/') || path.posix.normalize(line.target) !== line.target)) return null;
+      return { path: p, type: line.type, target: line.target };
+    default:
+      return null;
+  }
+}
+
+type EntryVerdict = null | 'link left out' | string;
+
+/** null when the restored entry is as recorded; otherwise what differs. */
+async function compareEntry(restoreRoot: string, entry: ManifestLine, linksLeftOut: LinksLeftOut): Promise<EntryVerdict> {
+  const restored = path.posix.join(restoreRoot, entry.path);
+  let info;
+  try {
+    info = await lstat(restored);
+  } catch (err) {
+    if (!isCode(err, 'ENOENT') && !isCode(err, 'ENOTDIR')) return `cannot be read: ${fsReason(err)}`;
+    if (entry.type === 'symlink' && linksLeftOut.includes(entry.path, entry.target, restoreRoot)) return 'link left out';
+    return 'missing from the restored tree';
+  }
+  const actualType = info.isDirectory() ? 'directory' : info.isFile() ? 'file' : info.isSymbolicLink() ? 'symbolic link' : 'special file';
+  switch (entry.type) {
+    case 'directory':
+      return info.isDirectory() ? null : `a ${actualType}, recorded as a directory`;
+    case 'file': {
+      if (!info.isFile()) return `a ${actualType}, recorded as a file`;
+      if (info.size !== entry.size) return `${info.size} bytes, ${entry.size} recorded`;
+      let sha256: string;
+      try {
+        sha256 = await sha256Of(restored);
+      } catch (err) {
+        return `cannot be read: ${fsReason(err)}`;
+      }
+      return sha256 === entry.sha256 ? null : `content differs: SHA-256 ${sha256.slice(0, 16)}…, ${entry.sha256.slice(0, 16)}… recorded`;
+    }
+    case 'symlink': {
+      if (!info.isSymbolicLink()) return `a ${actualType}, recorded as a symbolic link`;
+      const target = await readlink(restored);
+      return target === restoredLinkTarget(entry, restoreRoot) ? null : `links to ${shown(target)}, ${shown(entry.target)} recorded`;
+    }
+    case 'hardlink': {
+      if (!info.isFile()) return `a ${actualType}, recorded as a hard link to ${shown(entry.target)}`;
+      const first = await lstat(path.posix.join(restoreRoot, entry.target)).catch(() => null);
+      return first !== null && first.dev === info.dev && first.ino === info.ino ? null : `not a hard link to ${shown(entry.target)}, as recorded`;
+    }
+  }
+}
+
+/**
+ * The link target the extraction writes: as recorded, except an absolute target inside the restore target,
+ * which it makes relative to keep the link's meaning there (restore/extract.ts).
+ */
+function restoredLinkTarget(entry: Extract<ManifestLine, { type: 'symlink' }>, restoreRoot: string): string {
+  if (!entry.target.startsWith('/') || !entry.target.startsWith(restoreRoot + '/')) return entry.target;
+  return path.posix.relative(path.posix.dirname(path.posix.join(restoreRoot, entry.path)), entry.target) || '.';
+}
+
+interface LinksLeftOut {
+  /** Whether the extraction deliberately left this symbolic link out because it leads out of the restore target. */
+  includes(entryPath: string, target: string, restoreRoot: string): boolean;
+}
+
+/**
+ * The symbolic links the extraction listed as leading out of the target, by path as backed up. The list stops
+ * after a thousand skips ("… and N more"): past it, a link counts as left out when its target plainly leads out.
+ */
+function skippedLinkPaths(skipped: readonly string[]): LinksLeftOut {
+  const listed = new Set<string>();
+  for (const line of skipped) {
+    if (!LINK_OUTSIDE_TARGET.test(line)) continue;
+    const name = line.slice(0, line.indexOf(': symbolic link to '));
+    let entryName = name;
+    if (name.startsWith('"')) {
+      try {
+        entryName = JSON.parse(name) as string;
+      } catch {
+        continue;
+      }
+    }
+    listed.add(path.posix.join('/', entryName));
+  }
+  const truncated = skipped.some((line) => /^… and \d+ more entries not restored$/.test(line));
+  return {
+    includes: (entryPath, target, restoreRoot) => listed.has(entryPath) || (truncated && leadsOut(entryPath, target, restoreRoot)),
+  };
+}
+
+function leadsOut(entryPath: string, target: string, restoreRoot: string): boolean {
+  if (target.startsWith('/')) return target !== restoreRoot && !target.startsWith(restoreRoot + '/');
+  let depth = entryPath.split('/').filter(Boolean).length - 1;
+  for (const part of target.split('/')) {
+    if (part === '..') depth--;
+    else if (part !== '' && part !== '.') depth++;
+    if (depth < 0) return true;
+  }
+  return false;
+}
+
+async function sha256Of(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 }) as AsyncIterable<Buffer>) hash.update(chunk);
+  return hash.digest('hex');
 }
 
 // ── the plan's own checks ───────────────────────────────────────────────────────

@@ -1,8 +1,9 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { chmod, link, mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, link, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -15,7 +16,7 @@ import { filesSource } from '../sources/files.js';
 import { mysqlSource } from '../sources/mysql.js';
 import { postgresSource } from '../sources/postgres.js';
 import { sqliteSource } from '../sources/sqlite.js';
-import { fakeJobContext } from '../sources/test-context.suite.js';
+import { collect, fakeJobContext } from '../sources/test-context.suite.js';
 import { MemoryChunkServer } from './memory-link.suite.js';
 import { checkManifest, isTrue } from './checks.js';
 import { choosePostgresMajor, postgresMajor } from './scratch-targets.js';
@@ -162,7 +163,8 @@ describe('runDrill', () => {
     // README, a.txt, a-again.txt, b.bin; app, data, nested; current (hostname leads out of the tree).
     expect(manifest).toMatch(/^8 entries as recorded: 4 files \(.*\), 3 directories, 1 symbolic link under /);
     expect(manifest).toMatch(/1 symbolic link leading out of the restored tree .* not recreated/);
-    expect(manifest).toMatch(/per-file SHA-256 is not recorded at backup yet/);
+    // 9 lines: the 8 restored entries and the link leading out, accounted for.
+    expect(manifest).toMatch(/per-file manifest: 9 entries checked \(less 1 symbolic link leading out of the tree\): types, sizes and link targets as recorded, the content of 3 files matching its SHA-256/);
     expect(check(outcome, 'sql: SELECT count(*) = 500 FROM orders').detail).toMatch(/returned true in the restored PostgreSQL database shop/);
     await expectNoScratchLeft();
   });
@@ -334,6 +336,56 @@ describe('checks', () => {
 
     const missingRoot = await checkManifest(root, { ...recorded, paths: ['/srv/app', '/etc/gone'] }, [], signal);
     expect(missingRoot).toMatchObject({ ok: false, detail: expect.stringMatching(/missing from the restored tree: \/etc\/gone/) });
+  });
+
+  it('checks every entry of the per-file manifest: passes on an intact tree, names the file whose content differs', async () => {
+    const root = await mkdtemp(path.join(parent, 'per-file-'));
+    const src = path.join(root, 'src');
+    await mkdir(path.join(src, 'sub'), { recursive: true });
+    await writeFile(path.join(src, 'one'), 'first file\n');
+    await writeFile(path.join(src, 'sub', 'two'), Buffer.alloc(5000, 3));
+    await link(path.join(src, 'one'), path.join(src, 'one-again'));
+    await symlink('sub/two', path.join(src, 'to-two'));
+    await symlink('/etc/hostname', path.join(src, 'outside'));
+    const backup = await filesSource.backup({ paths: [src], exclude: [] }, fakeJobContext().ctx);
+    const archive = await collect(backup.stream);
+    const recorded = await backup.metadata;
+    if (recorded.kind !== 'files') throw new Error('not a files artifact');
+    expect(recorded.manifest?.entries).toBe(7);
+
+    const target = path.join(root, 'restored');
+    const kept = path.join(root, 'manifest.jsonl');
+    const restored = await filesSource.restore(Readable.from([archive]), { kind: 'dir', path: target, force: false }, { preserveOwner: false, keepManifestAt: kept }, fakeJobContext().ctx);
+    const signal = new AbortController().signal;
+    const intact = await checkManifest(target, recorded, restored.skipped, signal, kept);
+    expect(intact).toMatchObject({ ok: true, detail: expect.stringMatching(/per-file manifest: 7 entries checked \(less 1 symbolic link leading out of the tree\): .* the content of 2 files matching its SHA-256/) });
+
+    // One byte flipped in a restored file: same size, same counts; only its SHA-256 tells.
+    const two = path.join(target, src, 'sub', 'two');
+    const content = await readFile(two);
+    content[1234] ^= 0xff;
+    await writeFile(two, content);
+    const flipped = await checkManifest(target, recorded, restored.skipped, signal, kept);
+    expect(flipped.ok).toBe(false);
+    expect(flipped.detail).toMatch(new RegExp(`1 of 7 entries differ from the per-file manifest: ${src}/sub/two: content differs: SHA-256 [0-9a-f]{16}…, [0-9a-f]{16}… recorded`));
+
+    // A link retargeted and a directory replaced by a file are named too.
+    await rm(path.join(target, src, 'to-two'));
+    await symlink('one', path.join(target, src, 'to-two'));
+    const relinked = await checkManifest(target, recorded, restored.skipped, signal, kept);
+    expect(relinked.detail).toMatch(new RegExp(`2 of 7 entries differ .*${src}/to-two: links to one, sub/two recorded`));
+
+    // A manifest that is not the one recorded is not trusted.
+    await writeFile(kept, `${await readFile(kept, 'utf8')}{"path":"/x","type":"directory"}\n`);
+    expect(await checkManifest(target, recorded, restored.skipped, signal, kept)).toMatchObject({ ok: false, detail: expect.stringMatching(/does not match the SHA-256 recorded at backup/) });
+    await rm(kept);
+    expect(await checkManifest(target, recorded, restored.skipped, signal, kept)).toMatchObject({ ok: false, detail: expect.stringMatching(/manifest recorded at backup is not in the archive/) });
+
+    // An older backup, without a manifest: counts only, and said so (the flipped byte goes unseen).
+    const { manifest: _manifest, ...older } = recorded;
+    await rm(path.join(target, src, 'to-two'));
+    await symlink('sub/two', path.join(target, src, 'to-two'));
+    expect(await checkManifest(target, older, restored.skipped, signal)).toMatchObject({ ok: true, detail: expect.stringMatching(/no per-file manifest recorded \(older backup\); counts compared/) });
   });
 
   it('takes true, 1, "1", "t" and "true" as a passing answer, nothing else', () => {

@@ -321,7 +321,9 @@ class ArtifactDrill {
   private async files(artifact: ArtifactForRestore, label: string): Promise<ArtifactResult> {
     const metadata = artifact.metadata as Extract<ArtifactForRestore['metadata'], { kind: 'files' }>;
     const dir = await this.scratch.dirTarget(`files-${artifact.step}`);
-    const attempt = await this.restore(artifact, dirTarget(dir));
+    // Beside the restored tree, not in it: the backup's per-file manifest, for the manifest check.
+    const manifestFile = metadata.manifest ? `${await this.scratch.dirTarget(`manifest-${artifact.step}`)}.jsonl` : undefined;
+    const attempt = await this.restore(artifact, dirTarget(dir), manifestFile);
     const fetched = this.fetchCheck(artifact, label, attempt);
     const manifestName = `${label}: manifest`;
     let manifest: DrillCheckResult;
@@ -330,7 +332,7 @@ class ArtifactDrill {
     } else if (!attempt.result) {
       manifest = checkResult(manifestName, false, `the restore failed: ${attempt.failure?.message ?? 'unknown reason'}`);
     } else {
-      const compared = await checkManifest(dir, metadata, attempt.result.skipped, this.ctx.signal);
+      const compared = await checkManifest(dir, metadata, attempt.result.skipped, this.ctx.signal, manifestFile);
       manifest = checkResult(manifestName, compared.ok, compared.detail);
     }
     if (fetched.ok && manifest.ok && metadata.paths[0] !== undefined) {
@@ -366,13 +368,13 @@ class ArtifactDrill {
   }
 
   /** One fetch and one restore by the artifact's own source; an aborted job rejects, any other failure is kept. */
-  private async restore(artifact: ArtifactForRestore, target: RestoreTarget): Promise<RestoreAttempt> {
+  private async restore(artifact: ArtifactForRestore, target: RestoreTarget, keepManifestAt?: string): Promise<RestoreAttempt> {
     const source = await sourceFor(artifact.kind);
     const fetch = fetchArtifact(this.deps.link, artifact, this.ctx, this.deps.keys);
     let result: RestoreSummary | undefined;
     let failure: LifeboatError | undefined;
     try {
-      result = await source.restore(fetch.stream, target, { preserveOwner: false, artifact }, this.ctx);
+      result = await source.restore(fetch.stream, target, { preserveOwner: false, artifact, ...(keepManifestAt ? { keepManifestAt } : {}) }, this.ctx);
       // Every chunk is verified, even those a restore had no need to read.
       if (!fetch.stream.readableEnded && !fetch.stream.destroyed) {
         fetch.stream.resume();

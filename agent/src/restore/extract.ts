@@ -1,8 +1,11 @@
+import { createWriteStream, type WriteStream } from 'node:fs';
 import { chmod, lchown, lstat, lutimes, readFile, realpath, utimes } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { ReadEntry, Unpack } from 'tar';
+import { finished } from 'node:stream/promises';
+import { Parser, ReadEntry, Unpack } from 'tar';
 import { formatBytes, LifeboatError } from '@lifeboat/shared';
+import { MANIFEST_ENTRY_NAME } from '../archive/tar-writer.js';
 import { abortReason, fsReason, isCode, isFsError, shown, throttled } from '../fs-errors.js';
 import type { JobContext, RestoreOptions } from '../sources/source.js';
 
@@ -12,6 +15,9 @@ import type { JobContext, RestoreOptions } from '../sources/source.js';
  * Restore uses node-tar's Unpack (strict, no preservePaths) behind a filter that refuses what must not be
  * written, then sets what node-tar leaves wrong: exact modes (umask, setgid, 0700 forced on directories),
  * directory mtimes (changed by their children), and symlinks' mtimes and owners.
+ *
+ * The backup's per-file manifest (the entry MANIFEST_ENTRY_NAME) is not part of the tree: it is never written
+ * into the target; with options.keepManifestAt it is copied there instead, for a drill to check the tree with.
  */
 
 export interface FilesRestoreLimits {
@@ -55,6 +61,12 @@ export interface Extracted {
  */
 export async function extractTar(input: Readable, target: ExtractionTarget, limits: FilesRestoreLimits, options: RestoreOptions, ctx: JobContext): Promise<Extracted> {
   const roots = [...new Set([target.root, path.posix.resolve(target.path)])];
+  if (options.keepManifestAt !== undefined) {
+    const keep = path.posix.resolve(options.keepManifestAt);
+    if (partsUnderRoot(keep, roots) !== null) {
+      throw new LifeboatError('restore_failed', `the manifest cannot be kept at ${shown(keep)}: it is inside the restore target`);
+    }
+  }
   const guard = new ExtractionGuard(roots, limits, fileModeCheck(await processUmask()), ctx);
   await extract(input, target.root, guard, options, ctx);
   await applyFixups(guard.fixups, target.root, options.preserveOwner, ctx);
@@ -103,6 +115,8 @@ class ExtractionGuard {
     if (this.failed) return false;
     const overLimit = this.countAgainstLimits(entry);
     if (overLimit) return this.fail(overLimit);
+    // The backup's manifest, not part of the tree: left out without a word (ManifestCopy keeps it when asked).
+    if (entry.path === MANIFEST_ENTRY_NAME) return false;
     const checked = splitEntryPath(entry.path);
     if (!checked.ok) return this.skip(entry.path, checked.reason);
     if (checked.parts.length > this.limits.maxDepth) {
@@ -299,6 +313,7 @@ function partsUnderRoot(absolutePath: string, roots: readonly string[]): string[
 
 async function extract(input: Readable, root: string, guard: ExtractionGuard, options: RestoreOptions, ctx: JobContext): Promise<void> {
   const unfinished = new UnfinishedEntries();
+  const manifestCopy = options.keepManifestAt === undefined ? null : new ManifestCopy(options.keepManifestAt);
   const unpack = new Unpack({
     cwd: root,
     strict: true,
@@ -334,6 +349,7 @@ async function extract(input: Readable, root: string, guard: ExtractionGuard, op
     unfinished.endAll();
   };
   guard.onFatal = fail;
+  manifestCopy?.onError(fail);
   let sawEndOfArchive = false;
   unpack.on('eof', () => (sawEndOfArchive = true));
   unpack.on('ignoredEntry', (entry: ReadEntry) => guard.ignored(entry));
@@ -342,13 +358,15 @@ async function extract(input: Readable, root: string, guard: ExtractionGuard, op
   const onAbort = () => fail(abortReason(ctx.signal));
   ctx.signal.addEventListener('abort', onAbort, { once: true });
   try {
-    await feed(input, unpack, failed, ctx);
+    await feed(input, unpack, manifestCopy, failed, ctx);
     await Promise.race([closed, failed]);
+    if (manifestCopy) await Promise.race([manifestCopy.written(), failed]);
   } catch (err) {
     fail(err);
     throw failure;
   } finally {
     ctx.signal.removeEventListener('abort', onAbort);
+    manifestCopy?.close();
   }
   // node-tar accepts an archive cut at an entry boundary as complete: the end-of-archive blocks prove it is not.
   if (!sawEndOfArchive) throw new LifeboatError('restore_failed', 'the archive is truncated: it ends without the end-of-archive marker');
@@ -375,17 +393,76 @@ class UnfinishedEntries {
   }
 }
 
-/** Input → node-tar at node-tar's pace; stops at the first failure. */
-async function feed(input: Readable, unpack: Unpack, failed: Promise<never>, ctx: JobContext): Promise<void> {
+/**
+ * Copies the archive's manifest entry to a file outside the target (RestoreOptions.keepManifestAt). A second,
+ * read-only parse of the same bytes: Unpack never hands an entry it leaves out to anyone, and the one it
+ * extracts it writes into the target. Only the first manifest entry is kept.
+ */
+class ManifestCopy {
+  readonly parser: Parser;
+  private copy: Promise<void> | null = null;
+  private sink: WriteStream | null = null;
+  private failure: (err: unknown) => void = () => {};
+
+  constructor(private readonly file: string) {
+    this.parser = new Parser({
+      // Unpack, strict, is the judge of the archive; this parse only looks for one entry.
+      strict: false,
+      brotli: false,
+      zstd: false,
+      filter: (entryPath, entry) => entry instanceof ReadEntry && entryPath === MANIFEST_ENTRY_NAME && entry.type === 'File' && this.copy === null,
+      onReadEntry: (entry) => this.keep(entry),
+    });
+    this.parser.on('error', () => {});
+  }
+
+  onError(fail: (err: unknown) => void): void {
+    this.failure = fail;
+  }
+
+  /** Settles once the copy is on disk; at once when the archive had no manifest. */
+  async written(): Promise<void> {
+    await this.copy;
+  }
+
+  /** After the restore, however it ended: a copy cut short by a failure must not keep its file open. */
+  close(): void {
+    this.parser.abort(new Error('restore finished'));
+    if (this.sink && !this.sink.writableFinished) this.sink.destroy();
+  }
+
+  private keep(entry: ReadEntry): void {
+    if (this.copy !== null) {
+      entry.resume();
+      return;
+    }
+    const sink = createWriteStream(this.file, { flags: 'wx', mode: 0o600 });
+    this.sink = sink;
+    this.copy = finished(sink).catch((err: unknown) => {
+      const error = new LifeboatError('restore_failed', `cannot write the backup's manifest to ${shown(this.file)}: ${fsReason(err)}`);
+      this.failure(error);
+      throw error;
+    });
+    this.copy.catch(() => {});
+    entry.pipe(sink);
+  }
+}
+
+/** Input → node-tar at node-tar's pace (and the manifest copy's, if any); stops at the first failure. */
+async function feed(input: Readable, unpack: Unpack, manifestCopy: ManifestCopy | null, failed: Promise<never>, ctx: JobContext): Promise<void> {
   const report = throttled((bytes) => ctx.progress('extracting', bytes));
   let bytes = 0;
   for await (const chunk of input as AsyncIterable<Buffer>) {
     bytes += chunk.length;
     report(bytes);
     if (!unpack.write(chunk)) await Promise.race([new Promise((resolve) => unpack.once('drain', resolve)), failed]);
+    if (manifestCopy && !manifestCopy.parser.write(chunk)) {
+      await Promise.race([new Promise((resolve) => manifestCopy.parser.once('drain', resolve)), failed]);
+    }
   }
   ctx.progress('extracting', bytes);
   unpack.end();
+  manifestCopy?.parser.end();
 }
 
 /**

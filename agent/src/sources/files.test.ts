@@ -4,9 +4,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { Header, type HeaderData } from 'tar';
+import { Header, Parser, type HeaderData } from 'tar';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger, LifeboatError, type FilesStepOptions } from '@lifeboat/shared';
+import { archivePaths, MANIFEST_ENTRY_NAME, type ManifestLine } from '../archive/tar-writer.js';
 import { createFilesSource, filesSource } from './files.js';
 import type { JobContext, RestoreOptions } from './source.js';
 import { collect } from './test-context.suite.js';
@@ -224,6 +225,7 @@ describe('files source: round trip', () => {
       symlinks: 2,
       // The second name of the hard link carries no data.
       fileBytes: fileStates.reduce((sum, s) => sum + s.size, 0) - before.get('hard2')!.size,
+      manifest: { entries: before.size, sha256: expect.stringMatching(/^[0-9a-f]{64}$/) },
     });
 
     const target = path.join(base, 'roundtrip', 'restored');
@@ -231,6 +233,9 @@ describe('files source: round trip', () => {
     expect(result.skipped).toEqual([`${src.slice(1)}/outside-link: symbolic link to /etc/hostname points outside the restore target`]);
     expect(result.summary).toMatch(new RegExp(`^restored ${before.size - 1} entries \\(\\d+(\\.\\d+)? KiB\\) into ${target}$`));
     expect(fs.statSync(target).mode & 0o7777).toBe(0o755);
+    // The backup's manifest is not part of the tree.
+    expect(fs.readdirSync(target)).toEqual([src.split('/')[1]]);
+    expect(fs.readdirSync(target, { recursive: true }).filter((name) => String(name).includes('lifeboat-manifest'))).toEqual([]);
 
     const after = snapshot(path.join(target, src));
     const expected = new Map([...before].filter(([rel]) => rel !== 'outside-link').map(([rel, s]) => [rel, expectedAfterRestore(s)]));
@@ -414,6 +419,142 @@ describe('files source: backup', () => {
     const restored = fs.statSync(path.join(target, src, 'short\nname'));
     expect(restored.mtimeMs).toBe(1_600_000_000_500);
   });
+});
+
+// ── the per-file manifest ───────────────────────────────────────────────────────
+
+/** The entry names of an archive, in order. */
+async function entryNames(archive: Buffer): Promise<string[]> {
+  const names: string[] = [];
+  const parser = new Parser({ onReadEntry: (entry) => (names.push(entry.path), entry.resume()) });
+  await new Promise<void>((resolve, reject) => {
+    parser.on('end', resolve);
+    parser.on('error', reject);
+    parser.end(archive);
+  });
+  return names;
+}
+
+function readManifest(file: string): ManifestLine[] {
+  return fs.readFileSync(file, 'utf8').split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as ManifestLine);
+}
+
+/** A path's spool file, by the directory archivePaths reported. */
+function spoolFile(spoolDir: string): string {
+  return path.join(spoolDir, 'manifest.jsonl');
+}
+
+describe('files source: per-file manifest', () => {
+  it('lists every archived entry with its type, size and SHA-256, as the last entry of the archive', async () => {
+    const src = path.join(dir('manifest'), 'src');
+    buildTree(src);
+    // A user's own file of the manifest's name is a file like any other.
+    fs.writeFileSync(path.join(src, '.lifeboat-manifest.jsonl'), 'not ours\n');
+    const before = snapshot(src);
+    const { archive, metadata } = await backup({ paths: [src] });
+    const names = await entryNames(archive);
+    expect(names.at(-1)).toBe(MANIFEST_ENTRY_NAME);
+    expect(names.filter((name) => name === MANIFEST_ENTRY_NAME)).toHaveLength(1);
+    expect(names).toContain(`${src.slice(1)}/.lifeboat-manifest.jsonl`);
+
+    const kept = path.join(base, 'manifest', 'kept.jsonl');
+    const target = path.join(base, 'manifest', 'restored');
+    const t = testContext();
+    await filesSource.restore(piecesOf(archive), { kind: 'dir', path: target, force: false }, { preserveOwner: false, keepManifestAt: kept }, t.ctx);
+    expect(fs.statSync(kept).mode & 0o777).toBe(0o600);
+    expect(createHash('sha256').update(fs.readFileSync(kept)).digest('hex')).toBe(metadata.manifest!.sha256);
+    // Restored as the user's file, and the manifest kept outside the target only.
+    expect(fs.readFileSync(path.join(target, src, '.lifeboat-manifest.jsonl'), 'utf8')).toBe('not ours\n');
+    expect(fs.readdirSync(target)).toEqual([src.split('/')[1]]);
+
+    const lines = readManifest(kept);
+    expect(lines).toHaveLength(before.size);
+    expect(metadata.manifest!.entries).toBe(before.size);
+    const expected = new Map<string, ManifestLine>();
+    for (const [rel, state] of before) {
+      const p = rel ? `${src}/${rel}` : src;
+      if (state.type === 'dir') expected.set(p, { path: p, type: 'directory' });
+      else if (state.type === 'symlink') expected.set(p, { path: p, type: 'symlink', target: state.link! });
+      else if (rel === 'hard2') expected.set(p, { path: p, type: 'hardlink', target: `${src}/hard1` });
+      else expected.set(p, { path: p, type: 'file', size: state.size, sha256: state.sha256! });
+    }
+    expect(new Map(lines.map((line) => [line.path, line]))).toEqual(expected);
+  });
+
+  it('refuses to keep the manifest inside the restore target', async () => {
+    const src = dir('manifest-inside/src');
+    fs.writeFileSync(path.join(src, 'f'), 'f');
+    const { archive } = await backup({ paths: [src] });
+    const target = path.join(base, 'manifest-inside', 'target');
+    const err = await filesSource
+      .restore(piecesOf(archive), { kind: 'dir', path: target, force: false }, { preserveOwner: false, keepManifestAt: path.join(target, 'm.jsonl') }, testContext().ctx)
+      .catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'restore_failed', message: expect.stringMatching(/inside the restore target/) });
+  });
+
+  it('removes its spool directory when the backup succeeds, fails or is cancelled', async () => {
+    const src = dir('manifest-spool');
+    sparseFile(path.join(src, 'sparse.img'), 16 * 1024 * 1024);
+    fs.writeFileSync(path.join(src, 'small'), 'small');
+
+    // Success.
+    const ok = await archivePaths([src], [], testContext().ctx);
+    expect(fs.statSync(ok.manifestSpool).mode & 0o777).toBe(0o700);
+    await collect(ok.stream);
+    await ok.metadata;
+    expect(fs.existsSync(ok.manifestSpool)).toBe(false);
+
+    // Failure: the consumer (an upload) breaks the stream.
+    const broken = await archivePaths([src], [], testContext().ctx);
+    const pieces = (broken.stream as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+    await pieces.next();
+    expect(fs.existsSync(broken.manifestSpool)).toBe(true);
+    broken.stream.destroy(new Error('upload failed'));
+    await expect(broken.metadata).rejects.toBeInstanceOf(LifeboatError);
+    expect(fs.existsSync(broken.manifestSpool)).toBe(false);
+
+    // Failure: everything was excluded (the walk ends without an entry).
+    const empty = await archivePaths([src], ['**'], testContext().ctx);
+    await expect(collect(empty.stream)).rejects.toThrow();
+    await expect(empty.metadata).rejects.toMatchObject({ code: 'source_failed' });
+    expect(fs.existsSync(empty.manifestSpool)).toBe(false);
+
+    // Cancelled.
+    const controller = new AbortController();
+    const cancelled = await archivePaths([src], [], testContext(controller.signal).ctx);
+    await (cancelled.stream as AsyncIterable<Buffer>)[Symbol.asyncIterator]().next();
+    controller.abort(new LifeboatError('cancelled', 'cancelled by the test'));
+    await expect(cancelled.metadata).rejects.toMatchObject({ code: 'cancelled' });
+    expect(fs.existsSync(cancelled.manifestSpool)).toBe(false);
+  });
+
+  it('spools the manifest of 100k files to disk instead of holding it in memory', async () => {
+    const src = dir('manifest-many');
+    for (let d = 0; d < 100; d++) {
+      const sub = path.join(src, `directory-${String(d).padStart(3, '0')}`);
+      fs.mkdirSync(sub);
+      for (let f = 0; f < 1000; f++) fs.writeFileSync(path.join(sub, `file-${String(f).padStart(4, '0')}.txt`), `${d}/${f}`);
+    }
+    const archive = await archivePaths([src], [], testContext().ctx);
+    const spool = spoolFile(archive.manifestSpool);
+    const heapBefore = process.memoryUsage().heapUsed;
+    let heapPeak = heapBefore;
+    let spooledPeak = 0;
+    let pieces = 0;
+    for await (const piece of archive.stream as AsyncIterable<Buffer>) {
+      void piece;
+      if (++pieces % 5000 === 0) {
+        heapPeak = Math.max(heapPeak, process.memoryUsage().heapUsed);
+        spooledPeak = Math.max(spooledPeak, fs.statSync(spool).size);
+      }
+    }
+    const metadata = await archive.metadata;
+    expect(metadata.manifest!.entries).toBe(100_101);
+    // About 100 bytes a line: 10 MB of manifest, on disk while the walk ran (memory holds at most 64 KiB of it).
+    expect(spooledPeak).toBeGreaterThan(8 * 1024 * 1024);
+    expect(heapPeak - heapBefore).toBeLessThan(64 * 1024 * 1024);
+    expect(fs.existsSync(archive.manifestSpool)).toBe(false);
+  }, 180_000);
 });
 
 describe('files source: restore target', () => {

@@ -53,4 +53,9 @@ export interface RestoreOptions {
   preserveOwner: boolean;
   /** The artifact being restored: its name, size and what was recorded at backup (tables, row counts). */
   artifact?: ArtifactForRestore;
+  /**
+   * Files restores: where to write the backup's per-file manifest (the archive's last entry), a path outside
+   * the target (a drill checks the restored tree with it). Unset, the manifest is simply left out.
+   */
+  keepManifestAt?: string;
 }
