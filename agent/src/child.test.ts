@@ -172,11 +172,16 @@ describe('streamChild', () => {
     const iterator = (out.stream as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
     const first = await iterator.next();
     const pid = Number(String(first.value).split('\n')[0]);
-    expect(processAlive(pid)).toBe(true);
-    out.stream.destroy();
-    const err = await rejection(out.done);
-    expect(err.message).toBe('the output of test-tool was closed before test-tool finished');
-    expect(processAlive(pid)).toBe(false);
+    try {
+      expect(processAlive(pid)).toBe(true);
+      out.stream.destroy();
+      const err = await rejection(out.done);
+      expect(err.message).toBe('the output of test-tool was closed before test-tool finished');
+      expect(processAlive(pid)).toBe(false);
+    } finally {
+      // An endless loop must not outlive a failed assertion.
+      if (processAlive(pid)) process.kill(pid, 'SIGKILL');
+    }
   });
 
   it('keeps the backpressure: a child ahead of its reader waits', async () => {
