@@ -10,16 +10,16 @@ const home = join(root, '.lifeboat-demo');
 const port = Number(process.env.LIFEBOAT_PORT ?? 7400);
 const url = `http://127.0.0.1:${port}`;
 const bin = {
-  server: join(root, 'server/bin/lifeboat-server.js'),
+  server: join(root, 'server/bin/lifeboat-server'),
   admin: join(root, 'server/bin/lifeboat.js'),
-  agent: join(root, 'agent/bin/lifeboat-agent.js'),
+  agent: join(root, 'agent/bin/lifeboat-agent'),
 };
 const say = (line) => process.stdout.write(`\x1b[1m» ${line}\x1b[0m\n`);
 mkdirSync(home, { recursive: true });
 
 const children = [];
 const start = (script, args, name) => {
-  const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'inherit', 'inherit'] });
+  const child = spawn(script, args, { stdio: ['ignore', 'inherit', 'inherit'] });
   child.on('exit', (code) => {
     if (!stopping) {
       console.error(`${name} exited (${code})`);
@@ -50,7 +50,7 @@ async function waitForHealth() {
 
 const admin = (...args) => {
   const env = { ...process.env, LIFEBOAT_SERVER: url, LIFEBOAT_TOKEN: readFileSync(join(home, 'server/admin-token'), 'utf8').trim() };
-  const result = spawnSync(process.execPath, [bin.admin, ...args], { env, stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' });
+  const result = spawnSync(bin.admin, args, { env, stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' });
   if (result.status !== 0) throw new Error(`lifeboat ${args.join(' ')} failed (${result.status})`);
   return result.stdout;
 };
@@ -63,7 +63,7 @@ const agentConfig = join(home, 'agent.json');
 if (!existsSync(agentConfig)) {
   say('enrolling a local agent named "local"');
   const token = /^\s*(lbe_\S+)/m.exec(admin('token', 'create', '--expires', '10m'))?.[1];
-  const r = spawnSync(process.execPath, [bin.agent, 'enroll', '--server', url, '--token', token, '--name', 'local', '--config', agentConfig], { stdio: 'inherit' });
+  const r = spawnSync(bin.agent, ['enroll', '--server', url, '--token', token, '--name', 'local', '--config', agentConfig], { stdio: 'inherit' });
   if (r.status !== 0) throw new Error('enrollment failed');
 }
 say('starting the agent');

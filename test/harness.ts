@@ -7,9 +7,9 @@ import { fileURLToPath } from 'node:url';
 /** End-to-end tests drive the built programs as separate processes, the way an operator does. */
 export const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
 export const BIN = {
-  server: join(ROOT, 'server/bin/lifeboat-server.js'),
+  server: join(ROOT, 'server/bin/lifeboat-server'),
   admin: join(ROOT, 'server/bin/lifeboat.js'),
-  agent: join(ROOT, 'agent/bin/lifeboat-agent.js'),
+  agent: join(ROOT, 'agent/bin/lifeboat-agent'),
 };
 
 export interface Proc {
@@ -23,7 +23,8 @@ export interface Proc {
 }
 
 export function startProcess(script: string, args: string[], env: Record<string, string> = {}): Proc {
-  const child = spawn(process.execPath, [script, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  // The programs as installed: their own launchers (the agent's and server's set allocator options first).
+  const child = spawn(script, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   const waiters: (() => void)[] = [];
   const onData = (d: Buffer) => {
@@ -71,7 +72,7 @@ export interface CliResult {
 
 export function runCli(script: string, args: string[], env: Record<string, string> = {}, timeoutMs = 300_000): Promise<CliResult> {
   return new Promise((res, rej) => {
-    const child = spawn(process.execPath, [script, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(script, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));

@@ -13,7 +13,7 @@ export function downloadArtifact(link: ServerLink, artifact: ArtifactForRestore,
   const transferId = newTransferId();
   const chunks = artifact.chunks;
   const sizes = new Map(chunks.map((c) => [c.id, c.size]));
-  const garbage = new GarbageMeter();
+  const garbage = new GarbageMeter(8 * 1024 * 1024);
   const whole = createHash('sha256');
   /** Arrived chunks not yet emitted; a count because an artifact may hold the same chunk more than once. */
   const arrived = new Map<string, { data: Buffer; count: number }>();

@@ -146,7 +146,7 @@ export async function uploadArtifact(
     while (encoding.length >= ENCODE_AHEAD) await offer(await encoding.shift()!);
   };
 
-  const garbage = new GarbageMeter();
+  const garbage = new GarbageMeter(4 * 1024 * 1024, 32 * 1024 * 1024);
   const offer = async (chunk: EncodedChunk) => {
     garbage.add(chunk.size + chunk.stored.length);
     // A window by count and by bytes: one chunk may always go, however large.

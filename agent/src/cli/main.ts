@@ -65,7 +65,7 @@ withEnrollOptions(
   .addHelpText('after', '\nExample:\n  lifeboat-agent install --server https://backup.example:7400 --token lbe_… --name web-1')
   .action(async (opts: EnrollFlags & { unitDir: string; start: boolean }) => {
     const result = await enroll(enrollOptions(opts));
-    const agentScript = fileURLToPath(new URL('../../bin/lifeboat-agent.js', import.meta.url));
+    const agentScript = fileURLToPath(new URL('./main.js', import.meta.url));
     const unitPath = await writeUnit(resolve(opts.unitDir), systemdUnit({ nodePath: process.execPath, agentScript, configPath: result.configPath }));
     process.stdout.write(`enrolled as "${result.name}"; config ${result.configPath} (0600); unit ${unitPath}\n`);
     if (opts.start) {
