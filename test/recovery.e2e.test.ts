@@ -92,8 +92,9 @@ describe('recovery without the catalog, and without the server', () => {
     const site = stats.plans.find((p) => p.planId === 'site')!;
     expect(site.snapshots).toBe(2);
     expect(site.bytesIn).toBe(before.filter((s) => s.planId === 'site').reduce((n, s) => n + s.size, 0));
-    // Two nearly identical snapshots share almost every chunk.
-    expect(site.dedupRatio!).toBeGreaterThan(1.8);
+    // Two nearly identical snapshots share almost every chunk: the second adds only the few ~1 MiB chunks around
+    // the change (and the manifest at the end), under 30% of a full copy of this incompressible tree.
+    expect(site.dedupRatio!).toBeGreaterThan(2 / 1.3);
     expect(stats.total).toMatchObject({ snapshots: 3, chunksWithoutStoredSize: 0 });
     const table = await server.admin(['stats']);
     expect(table.stdout).toMatch(/^site\s+2\s+/m);
