@@ -24,6 +24,8 @@ function collector(): Gc | null {
 }
 
 const MINOR_EVERY_BYTES = 16 * 1024 * 1024;
+/** Resident memory past which every collection is a full one (the processes aim to stay under ~150 MiB). */
+const SOFT_RSS_LIMIT = 112 * 1024 * 1024;
 /** Buffers that waited for an acknowledgement across collections end up in the old generation: sweep it too. */
 const MAJOR_EVERY_BYTES = 48 * 1024 * 1024;
 
@@ -40,6 +42,8 @@ export class GarbageMeter {
   add(bytes: number): void {
     this.minor += bytes;
     this.major += bytes;
+    // Past the soft limit, sweep everything now rather than on schedule: the budget is about resident memory.
+    if (this.minor >= this.minorEvery && process.memoryUsage.rss() > SOFT_RSS_LIMIT) this.major = this.majorEvery;
     if (this.major >= this.majorEvery) {
       this.major = 0;
       this.minor = 0;
