@@ -451,7 +451,8 @@ class ManifestSpool {
     await this.close();
     this.digest = this.hash.digest('hex');
     const size = this.written;
-    const data: HeaderData = { path: MANIFEST_ENTRY_NAME, type: 'File', mode: 0o600, uid: 0, gid: 0, size, mtime: new Date(Math.floor(Date.now() / 1000) * 1000) };
+    // A fixed time: an unchanged tree must give a byte-identical archive, or its last chunk is new every backup.
+    const data: HeaderData = { path: MANIFEST_ENTRY_NAME, type: 'File', mode: 0o600, uid: 0, gid: 0, size, mtime: new Date(0) };
     const header = new Header(data);
     // A manifest over 8 GiB does not fit ustar's size field.
     yield header.encode() ? Buffer.concat([new Pax(data).encode(), header.block!]) : header.block!;
