@@ -1,8 +1,7 @@
 import { z } from 'zod';
 import { LifeboatError } from './errors.js';
-import { Sha256Hex } from './ids.js';
 import { Plan, listIssues } from './plan.js';
-import { ArtifactKind, ArtifactMetadata, ChunkList } from './protocol.js';
+import { artifactFields } from './protocol.js';
 
 /**
  * The self-describing store (DESIGN §5): what lies where, and the manifest each snapshot leaves beside its
@@ -32,16 +31,7 @@ export const MANIFEST_FORMAT = 1;
 
 /** An artifact as its snapshot's manifest records it: the same facts the catalog keeps, chunk list included. */
 export const ManifestArtifact = z
-  .object({
-    id: z.string().min(1).max(100),
-    step: z.number().int().min(0),
-    kind: ArtifactKind,
-    name: z.string(),
-    size: z.number().int().min(0),
-    sha256: Sha256Hex,
-    metadata: ArtifactMetadata,
-    chunks: ChunkList,
-  })
+  .object({ id: z.string().min(1).max(100), ...artifactFields })
   .refine((a) => a.chunks.reduce((n, c) => n + c.size, 0) === a.size, { message: 'the chunk sizes do not add up to the artifact size', path: ['size'] });
 export type ManifestArtifact = z.infer<typeof ManifestArtifact>;
 

@@ -114,9 +114,8 @@ export type ArtifactKind = z.infer<typeof ArtifactKind>;
 
 export const ChunkList = z.array(ChunkRef);
 
-/** An artifact as a restore needs it: the ordered chunks, what the whole stream must hash to, and its metadata. */
-export const ArtifactForRestore = z.object({
-  artifactId: z.string(),
+/** What is known of a stored artifact, wherever it is described: its place, kind, size, hash, metadata and chunks. */
+export const artifactFields = {
   step: z.number().int().min(0),
   kind: ArtifactKind,
   name: z.string(),
@@ -124,7 +123,10 @@ export const ArtifactForRestore = z.object({
   sha256: Sha256Hex,
   metadata: ArtifactMetadata,
   chunks: ChunkList,
-});
+};
+
+/** An artifact as a restore needs it: the ordered chunks, what the whole stream must hash to, and its metadata. */
+export const ArtifactForRestore = z.object({ artifactId: z.string(), ...artifactFields });
 export type ArtifactForRestore = z.infer<typeof ArtifactForRestore>;
 
 export const DirTarget = z.object({ kind: z.literal('dir'), path: AbsolutePath, force: z.boolean().default(false) });
