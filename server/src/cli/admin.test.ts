@@ -6,29 +6,14 @@ import { join } from 'node:path';
 import { Hono } from 'hono';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AgentView, JobView, SnapshotView } from '@lifeboat/shared';
+import { jobFixture } from './job-fixture.suite.js';
 import { main, type MainDeps } from './admin.js';
 
 const ADMIN_TOKEN = 'adm_s3cr3t-token-value';
 const SERVER = 'http://lifeboat.test:7400';
 
 function job(overrides: Partial<JobView> = {}): JobView {
-  return {
-    id: 'job_abc',
-    kind: 'backup',
-    planId: 'web',
-    agentName: 'web-1',
-    status: 'queued',
-    trigger: 'manual',
-    createdAt: '2025-01-02T03:00:00.000Z',
-    startedAt: null,
-    finishedAt: null,
-    error: null,
-    warnings: [],
-    progress: null,
-    snapshotId: null,
-    summary: null,
-    ...overrides,
-  };
+  return jobFixture({ id: 'job_abc', planId: 'web', agentName: 'web-1', createdAt: '2025-01-02T03:00:00.000Z', ...overrides });
 }
 
 const agent: AgentView = {

@@ -1,23 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import type { JobView } from '@lifeboat/shared';
+import { jobFixture } from './job-fixture.suite.js';
 import { ApiClient, ApiRequestError, ServerUnreachableError, networkReason, waitForJob } from './api-client.js';
 
-const job: JobView = {
-  id: 'job_1',
-  kind: 'backup',
-  planId: 'p',
-  agentName: 'a',
-  status: 'running',
-  trigger: 'manual',
-  createdAt: '2025-01-01T00:00:00.000Z',
-  startedAt: null,
-  finishedAt: null,
-  error: null,
-  warnings: [],
-  progress: null,
-  snapshotId: null,
-  summary: null,
-};
+const job = jobFixture({ status: 'running' });
 
 function jsonResponse(body: unknown, status = 200): Response {
   return new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/json' } });

@@ -1,23 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import type { JobView } from '@lifeboat/shared';
+import { jobFixture } from './job-fixture.suite.js';
 import { ProgressTracker, formatFields, formatTable, jobOutcome, oneLine, shellQuote } from './output.js';
 
-const base: JobView = {
-  id: 'job_1',
-  kind: 'backup',
-  planId: 'p',
-  agentName: 'a',
-  status: 'running',
-  trigger: 'manual',
-  createdAt: '2025-01-01T00:00:00.000Z',
-  startedAt: '2025-01-01T00:00:00.000Z',
-  finishedAt: null,
-  error: null,
-  warnings: [],
-  progress: null,
-  snapshotId: null,
-  summary: null,
-};
+const base = jobFixture({ status: 'running', startedAt: '2025-01-01T00:00:00.000Z' });
 
 describe('formatTable', () => {
   it('pads columns to the widest cell and leaves no trailing blanks', () => {
