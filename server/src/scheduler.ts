@@ -47,10 +47,6 @@ export class Scheduler {
     this.pruneTask ??= cron.schedule(this.pruneSchedule, () => this.work.prune(), { name: 'prune', suppressMissedWarning: true });
   }
 
-  nextRun(planId: string): Date | null {
-    return this.tasks.get(`backup:${planId}`)?.task.getNextRun() ?? null;
-  }
-
   stop(): void {
     for (const { task } of this.tasks.values()) void task.destroy();
     this.tasks.clear();

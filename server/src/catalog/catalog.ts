@@ -1,4 +1,4 @@
-import { and, asc, count, desc, eq, inArray, isNull, lt, sql, type SQL, type SQLWrapper } from 'drizzle-orm';
+import { and, asc, count, desc, eq, inArray, sql, type SQL, type SQLWrapper } from 'drizzle-orm';
 import { LifeboatError, Plan, type JobStatus, type Plan as PlanT } from '@lifeboat/shared';
 import type { CatalogDb } from './db.js';
 import { agents, artifactChunks, artifacts, chunks, drills, enrollmentTokens, jobs, plans, snapshots } from './schema.js';
@@ -239,10 +239,6 @@ export class Catalog {
     this.db.update(jobs).set(patch).where(eq(jobs.id, id)).run();
   }
 
-  lastJobForPlan(planId: string): JobRow | undefined {
-    return this.db.select().from(jobs).where(eq(jobs.planId, planId)).orderBy(desc(jobs.createdAt)).limit(1).get();
-  }
-
   // ── snapshots ──────────────────────────────────────────────────────────────
   /**
    * The last write of a successful backup: snapshot, artifacts, chunk lists and the job's success in one
@@ -476,10 +472,6 @@ export class Catalog {
 
   deleteChunkRows(ids: string[]): void {
     for (let i = 0; i < ids.length; i += 200) this.db.delete(chunks).where(inArray(chunks.id, ids.slice(i, i + 200))).run();
-  }
-
-  expiredTokensBefore(now: number): number {
-    return this.db.delete(enrollmentTokens).where(and(lt(enrollmentTokens.expiresAt, now), isNull(enrollmentTokens.usedAt))).run().changes;
   }
 }
 

@@ -97,10 +97,6 @@ export class Hub implements AgentLink {
     return this.sessions.get(agentId)?.ready ?? false;
   }
 
-  onlineAgentIds(): string[] {
-    return [...this.sessions.values()].filter((s) => s.ready).map((s) => s.agent.id);
-  }
-
   send<K extends keyof typeof ServerMessages & string>(agentId: string, type: K, payload: PayloadOf<typeof ServerMessages, K>): boolean {
     const session = this.sessions.get(agentId);
     return session ? session.sendText(encodeMessage(ServerMessages, type, payload)) : false;
