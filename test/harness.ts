@@ -128,7 +128,7 @@ export interface TestAgent {
 export async function enrollAgent(server: TestServer, dir: string, name: string, labels: string[] = []): Promise<TestAgent> {
   const { body } = await server.api<{ token: string }>('POST', '/v1/tokens', { expires: '1h' });
   const configPath = join(dir, `${name}.json`);
-  const result = await runCli(BIN.agent, ['enroll', '--server', server.url, '--token', body.token, '--name', name, '--config', configPath, ...labels.flatMap((l) => ['--label', l])]);
+  const result = await runCli(BIN.agent, ['enroll', '--server', server.url, '--token', body.token, '--name', name, '--config', configPath, '--state-dir', join(dir, `${name}-state`), ...labels.flatMap((l) => ['--label', l])]);
   if (result.code !== 0) throw new Error(`enroll ${name} failed: ${result.stderr}`);
   const agent: TestAgent = {
     name,

@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { createServer, Socket } from 'node:net';
 import { Transform } from 'node:stream';
-import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startS3rver } from '../shared/src/store/s3rver.suite.js';
@@ -108,6 +108,26 @@ describe('the store: deduplication, encryption, resumable uploads', () => {
     expect(sentBytes(job)).toBeLessThan(2 * 1024 * 1024);
     // Only the new manifest (a few KiB) was added.
     expect((await storeBytes(join(server.dataDir, 'store'))) - before).toBeLessThan(1024 * 1024);
+    // The files cache: neither file was even read.
+    expect(job.summary).toContain('0 file(s) read, 2 unchanged since the last backup (not read)');
+  });
+
+  it('reads only what changed, and a lost files cache only costs a full read', async () => {
+    await writeFile(join(data, 'notes.txt'), `${marker} edited\n`.repeat(50_000));
+    const edited = await backupNow(server, 'enc');
+    expect(edited.status, JSON.stringify(edited.error)).toBe('succeeded');
+    expect(edited.summary).toContain('1 file(s) read, 1 unchanged since the last backup (not read)');
+    const target = join(dir.path, 'restored-edited');
+    const res = await server.admin(['restore', edited.snapshotId!, '--agent', 'enc-1', '--to', target]);
+    expect(res.code, res.stderr).toBe(0);
+    expect(await describeTree(join(target, data.slice(1)))).toEqual(await describeTree(data));
+
+    await rm(join(dir.path, 'enc-1-state', 'files-cache'), { recursive: true, force: true });
+    const uncached = await backupNow(server, 'enc');
+    expect(uncached.status, JSON.stringify(uncached.error)).toBe('succeeded');
+    expect(uncached.summary).toContain('2 file(s) read, 0 unchanged');
+    // Read again, but the store had every chunk: nearly nothing travelled.
+    expect(sentBytes(uncached)).toBeLessThan(1024 * 1024);
   });
 });
 

@@ -1,3 +1,4 @@
+import path from 'node:path';
 import { createLogger, type AgentConfig, type Logger } from '@lifeboat/shared';
 import { AuthRefused, Connection, type ConnectionOptions } from './connection.js';
 import { Keyring } from './keyring.js';
@@ -34,7 +35,7 @@ export async function startAgent(config: AgentConfig, options: { log?: Logger; c
     log,
     { tools, ...options.connection },
   );
-  runner = new JobRunner(connection, keyring, log);
+  runner = new JobRunner(connection, keyring, log, {}, path.join(config.stateDir, 'files-cache', config.agentId));
   return { done: connection.run(), stop: () => connection.stop() };
 }
 

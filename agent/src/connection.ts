@@ -202,6 +202,8 @@ export class Connection implements ServerLink {
         return this.transfers.get(msg.payload.uploadId)?.onMessage?.(msg);
       case 'chunk.missing':
         return this.transfers.get(msg.payload.transferId)?.onMessage?.(msg);
+      case 'chunks.absent':
+        return this.transfers.get(msg.payload.queryId)?.onMessage?.(msg);
       case 'error':
         this.log.warn(`the server reported a protocol error: ${msg.payload.error.message}`);
         return;

@@ -1,20 +1,18 @@
-import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { decodeChunk, DOWNLOAD_WINDOW, DOWNLOAD_WINDOW_BYTES, GarbageMeter, LifeboatError, newTransferId, type ArtifactForRestore, type ChunkKeys } from '@lifeboat/shared';
+import { chunkListDigest, decodeChunk, DOWNLOAD_WINDOW, DOWNLOAD_WINDOW_BYTES, GarbageMeter, LifeboatError, newTransferId, type ArtifactForRestore, type ChunkKeys } from '@lifeboat/shared';
 import type { ServerLink, TransferMessage } from './link.js';
 import type { JobContext } from './sources/source.js';
 
 /**
  * An artifact's bytes fetched chunk by chunk: at most DOWNLOAD_WINDOW chunks requested ahead, each decoded and
- * checked on arrival (authentication tag, length, id), emitted in order, and the whole stream checked against the recorded SHA-256 before
- * it ends. The consumer's pace (backpressure) decides how fast chunks are requested.
+ * checked on arrival (authentication tag, length, id) and emitted in order. The chunk list itself is checked
+ * against the recorded digest before anything is asked for, and the total size before the stream ends. The consumer's pace (backpressure) decides how fast chunks are requested.
  */
 export function downloadArtifact(link: ServerLink, artifact: ArtifactForRestore, ctx: JobContext, keys: ChunkKeys | null = null): Readable {
   const transferId = newTransferId();
   const chunks = artifact.chunks;
   const sizes = new Map(chunks.map((c) => [c.id, c.size]));
   const garbage = new GarbageMeter(8 * 1024 * 1024);
-  const whole = createHash('sha256');
   /** Arrived chunks not yet emitted; a count because an artifact may hold the same chunk more than once. */
   const arrived = new Map<string, { data: Buffer; count: number }>();
   let nextToRequest = 0;
@@ -48,15 +46,13 @@ export function downloadArtifact(link: ServerLink, artifact: ArtifactForRestore,
       if (!entry) break;
       if (--entry.count === 0) arrived.delete(ref.id);
       nextToEmit++;
-      whole.update(entry.data);
       emittedBytes += entry.data.length;
       ctx.progress('restoring', emittedBytes, artifact.size);
       wantMore = stream.push(entry.data);
     }
     if (nextToEmit === chunks.length) {
-      const sha256 = whole.digest('hex');
-      if (sha256 !== artifact.sha256 || emittedBytes !== artifact.size) {
-        return fail(new LifeboatError('integrity', `artifact ${artifact.name}: the restored stream does not match what was recorded at backup (SHA-256 or size differs)`));
+      if (emittedBytes !== artifact.size) {
+        return fail(new LifeboatError('integrity', `artifact ${artifact.name}: the restored stream holds ${emittedBytes} bytes where ${artifact.size} were recorded at backup`));
       }
       ended = true;
       stream.push(null);
@@ -101,6 +97,10 @@ export function downloadArtifact(link: ServerLink, artifact: ArtifactForRestore,
       }
     },
   });
+  if (chunkListDigest(chunks) !== artifact.sha256) {
+    // Before any chunk is asked for: a list that is not the one the agent recorded restores nothing.
+    process.nextTick(() => fail(new LifeboatError('integrity', `artifact ${artifact.name}: its chunk list does not match the digest recorded at backup`)));
+  }
   const onAbort = () => fail(new LifeboatError('cancelled', String(ctx.signal.reason ?? 'the job was cancelled')));
   ctx.signal.addEventListener('abort', onAbort);
   return stream;

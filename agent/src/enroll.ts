@@ -8,6 +8,8 @@ export interface EnrollOptions {
   name: string;
   labels: Record<string, string>;
   configPath: string;
+  /** Where the agent keeps its state (the files cache, scratch); default /var/lib/lifeboat-agent. */
+  stateDir?: string;
   force: boolean;
 }
 
@@ -43,7 +45,7 @@ export async function enroll(opts: EnrollOptions): Promise<{ name: string; confi
     name: enrolled.name,
     secret: enrolled.secret,
     labels: opts.labels,
-    stateDir: '/var/lib/lifeboat-agent',
+    stateDir: opts.stateDir ?? '/var/lib/lifeboat-agent',
   });
   return { name: enrolled.name, configPath: opts.configPath };
 }

@@ -20,4 +20,5 @@ export type TransferMessage =
   | { type: 'chunk.ack'; payload: PayloadOf<typeof ServerMessages, 'chunk.ack'> }
   | { type: 'artifact.stored'; payload: PayloadOf<typeof ServerMessages, 'artifact.stored'> }
   | { type: 'upload.failed'; payload: PayloadOf<typeof ServerMessages, 'upload.failed'> }
-  | { type: 'chunk.missing'; payload: PayloadOf<typeof ServerMessages, 'chunk.missing'> };
+  | { type: 'chunk.missing'; payload: PayloadOf<typeof ServerMessages, 'chunk.missing'> }
+  | { type: 'chunks.absent'; payload: PayloadOf<typeof ServerMessages, 'chunks.absent'> };

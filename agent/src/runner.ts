@@ -1,12 +1,14 @@
-import { describeError, formatBytes, LifeboatError, type AgentMessages, type Logger, type PayloadOf, type ServerMessage } from '@lifeboat/shared';
+import { describeError, formatBytes, LifeboatError, type AgentMessages, type FilesStepOptions, type Logger, type PayloadOf, type ServerMessage } from '@lifeboat/shared';
 import { downloadArtifact } from './download.js';
 import { runDrill, type DrillJob, type DrillSettings } from './drill/run-drill.js';
 import type { Keyring } from './keyring.js';
 import type { ServerLink } from './link.js';
 import type { JobContext } from './sources/source.js';
-import { artifactTasks, sourceFor, targetFor } from './sources/registry.js';
+import { artifactTasks, sourceFor, targetFor, type ArtifactTask } from './sources/registry.js';
 import { afterRestore, expandRecipe } from './recipes/index.js';
 import { uploadArtifact } from './upload.js';
+import { absentChunks } from './chunk-query.js';
+import path from 'node:path';
 
 type BackupJob = Extract<ServerMessage, { type: 'job.backup' }>['payload'];
 type RestoreJob = Extract<ServerMessage, { type: 'job.restore' }>['payload'];
@@ -22,6 +24,8 @@ export class JobRunner {
     private readonly keyring: Pick<Keyring, 'forJob'>,
     private readonly log: Logger,
     private readonly drillSettings: DrillSettings = {},
+    /** Where the files caches of this agent's plans live; null keeps none (every file is read every time). */
+    private readonly filesCacheDir: string | null = null,
   ) {}
 
   get activeJobs(): number {
@@ -100,18 +104,36 @@ export class JobRunner {
     let sent = 0;
     let sentChunks = 0;
     let chunks = 0;
+    const notes: string[] = [];
     // In the plan's order: dumps before files, as the plan (or the recipe) says.
     for (const [index, task] of tasks.entries()) {
-      const artifact = await (await sourceFor(task.kind)).backup(task.options as never, ctx);
+      const artifact = await (await sourceFor(task.kind)).backup(task.options as never, this.withFilesCache(ctx, plan.id, index, task, keys?.keyCheck ?? null));
       ctx.log.info(`artifact ${index + 1}/${tasks.length}: ${task.kind} ${artifact.name}`);
       const result = await uploadArtifact(this.link, index, artifact, ctx, { compressionLevel: 3, keys });
       total += result.size;
       sent += result.sentBytes;
       sentChunks += result.sentChunks;
       chunks += result.chunks;
+      if (result.note) notes.push(result.note);
     }
     // The last figures say how much deduplication saved: only chunks the store lacked travelled.
-    return { summary: `${tasks.length} artifact(s), ${formatBytes(total)}; sent ${formatBytes(sent)} in ${sentChunks} new of ${chunks} chunks`, artifacts: tasks.length };
+    const summary = `${tasks.length} artifact(s), ${formatBytes(total)}; sent ${formatBytes(sent)} in ${sentChunks} new of ${chunks} chunks`;
+    return { summary: [summary, ...notes].join('; '), artifacts: tasks.length };
+  }
+
+  /** A files step gets the files cache of its plan step: same paths, excludes and chunk id scheme, or none applies. */
+  private withFilesCache(ctx: JobContext, planId: string, step: number, task: ArtifactTask, keyCheck: string | null): JobContext {
+    if (!this.filesCacheDir || task.kind !== 'files') return ctx;
+    const { paths, exclude } = task.options as FilesStepOptions;
+    return {
+      ...ctx,
+      filesCache: {
+        file: path.join(this.filesCacheDir, `${encodeURIComponent(planId)}.step${step}.jsonl`),
+        identity: JSON.stringify({ paths, exclude: exclude ?? [], ids: keyCheck ?? 'sha256' }),
+        absent: (ids) => absentChunks(this.link, ctx.jobId, ids, ctx.signal),
+        log: ctx.log,
+      },
+    };
   }
 
   /** A restore drill: a failed check is a failed job that still reports every check (ok only if all passed). */

@@ -1,5 +1,5 @@
-import { createHash } from 'node:crypto';
 import {
+  ChunkListDigest,
   ContentDefinedChunker,
   encodeFrame,
   frameInHeadroom,
@@ -10,12 +10,13 @@ import {
   UPLOAD_WINDOW,
   UPLOAD_WINDOW_BYTES,
   type ArtifactMetadata,
+  type ChunkRef,
   type RepositoryKeys,
   type EncodedChunk,
 } from '@lifeboat/shared';
 import { sharedEncoder } from './encoder-pool.js';
 import type { ServerLink, TransferMessage } from './link.js';
-import type { BackupStream, JobContext } from './sources/source.js';
+import type { BackupStream, JobContext, StreamPiece } from './sources/source.js';
 
 export interface UploadOptions {
   /** zstd level for chunks (0: store uncompressed). */
@@ -36,8 +37,18 @@ export interface UploadResult {
   sentBytes: number;
   sentChunks: number;
   chunks: number;
+  /** The digest of the chunk list (chunkListDigest). */
   sha256: string;
   metadata: ArtifactMetadata;
+  /** What the source adds to the job's summary (the files read and reused). */
+  note?: string;
+}
+
+/** A chunk as offered: encoded, or reused from the files cache (its bytes were not read, the store holds them). */
+interface OfferedChunk {
+  id: string;
+  size: number;
+  stored: Buffer | null;
 }
 
 /**
@@ -55,7 +66,7 @@ export async function uploadArtifact(
   options: UploadOptions = DEFAULT_UPLOAD_OPTIONS,
 ): Promise<UploadResult> {
   const uploadId = newTransferId();
-  const whole = createHash('sha256');
+  const listDigest = new ChunkListDigest();
   const chunker = new ContentDefinedChunker();
   let size = 0;
   let chunks = 0;
@@ -63,7 +74,7 @@ export async function uploadArtifact(
   let sentChunks = 0;
   let unsettled = 0;
   /** Offered chunks the server may still ask for, by id (a chunk can repeat within the window). */
-  const offered = new Map<string, { chunk: EncodedChunk; count: number }>();
+  const offered = new Map<string, { chunk: OfferedChunk; count: number }>();
   let failure: LifeboatError | null = null;
   let artifactId: string | null = null;
   let wake: (() => void) | null = null;
@@ -92,6 +103,10 @@ export async function uploadArtifact(
           const entry = offered.get(msg.payload.chunkId);
           if (!entry) {
             failure = new LifeboatError('protocol', `the server asked for chunk ${msg.payload.chunkId}, which was not offered`);
+            break;
+          }
+          if (!entry.chunk.stored) {
+            failure = new LifeboatError('integrity', `the store lost chunk ${msg.payload.chunkId.slice(0, 16)}…, which the files cache reused unread; run the backup again (it reads those files anew)`);
             break;
           }
           sentBytes += entry.chunk.stored.length;
@@ -136,19 +151,47 @@ export async function uploadArtifact(
   const encode = sharedEncoder();
   /** Chunks being encoded, in stream order: a few at once keep the worker threads busy. */
   const encoding: Promise<EncodedChunk>[] = [];
+  /** The chunks of the segment being read (files source), for its segment end. */
+  let segmentChunks: Promise<ChunkRef>[] = [];
   const cut = async (plain: Buffer) => {
-    whole.update(plain);
     size += plain.length;
     chunks++;
     const pending = encode(plain, options.compressionLevel, options.keys);
     pending.catch(() => undefined);
     encoding.push(pending);
+    if (artifact.pieces) {
+      const ref = pending.then((c) => ({ id: c.id, size: c.size }));
+      ref.catch(() => undefined);
+      segmentChunks.push(ref);
+    }
     while (encoding.length >= ENCODE_AHEAD) await offer(await encoding.shift()!);
+  };
+  const take = async (piece: StreamPiece) => {
+    if (Buffer.isBuffer(piece)) {
+      for (const plain of chunker.push(piece)) await cut(plain);
+      return;
+    }
+    if (piece.type === 'segment-end') {
+      for (const plain of chunker.cut()) await cut(plain);
+      const segment = Promise.all(segmentChunks);
+      segment.catch(() => undefined);
+      piece.onChunks?.(segment);
+      segmentChunks = [];
+      return;
+    }
+    // Reused chunks follow a segment end: the chunker is empty, and they go in stream order.
+    while (encoding.length) await offer(await encoding.shift()!);
+    for (const ref of piece.chunks) {
+      size += ref.size;
+      chunks++;
+      await offer({ id: ref.id, size: ref.size, stored: null });
+    }
   };
 
   const garbage = new GarbageMeter(4 * 1024 * 1024, 32 * 1024 * 1024);
-  const offer = async (chunk: EncodedChunk) => {
-    garbage.add(chunk.size + chunk.stored.length);
+  const offer = async (chunk: OfferedChunk) => {
+    if (chunk.stored) garbage.add(chunk.size + chunk.stored.length);
+    listDigest.add(chunk.id, chunk.size);
     // A window by count and by bytes: one chunk may always go, however large.
     await waitUntil(() => unsettled === 0 || (unsettled < UPLOAD_WINDOW && unsettledBytes + chunk.size <= UPLOAD_WINDOW_BYTES));
     unsettled++;
@@ -162,21 +205,24 @@ export async function uploadArtifact(
 
   link.send('artifact.begin', { jobId: ctx.jobId, uploadId, step, kind: artifact.kind, name: artifact.name, ...(options.keys ? { keyCheck: options.keys.keyCheck } : {}) });
   try {
-    for await (const piece of artifact.stream as AsyncIterable<Buffer>) {
+    for await (const piece of artifact.pieces ?? (artifact.stream as AsyncIterable<Buffer>)) {
       check();
-      for (const plain of chunker.push(piece)) await cut(plain);
+      await take(piece);
     }
     for (const plain of chunker.finish()) await cut(plain);
     while (encoding.length) await offer(await encoding.shift()!);
     // The source's own verdict (exit code, signal, truncation) decides, not the stream having ended.
     const metadata = await artifact.metadata;
     await waitUntil(() => unsettled === 0);
-    const sha256 = whole.digest('hex');
+    const sha256 = listDigest.digest();
     link.send('artifact.end', { jobId: ctx.jobId, uploadId, size, sha256, chunks, metadata });
     await waitUntil(() => artifactId !== null);
-    return { artifactId: artifactId!, size, sentBytes, sentChunks, chunks, sha256, metadata };
+    const note = await artifact.settle?.(true);
+    return { artifactId: artifactId!, size, sentBytes, sentChunks, chunks, sha256, metadata, ...(note ? { note } : {}) };
   } catch (err) {
-    artifact.stream.destroy();
+    if (artifact.pieces) await (artifact.pieces as AsyncGenerator<StreamPiece>).return?.(undefined).catch(() => undefined);
+    else artifact.stream.destroy();
+    await artifact.settle?.(false).catch(() => undefined);
     const reason = failure ?? (await sourceVerdict(artifact.metadata, err));
     if (!failure) link.send('artifact.abort', { jobId: ctx.jobId, uploadId, reason: reason instanceof Error ? reason.message : String(reason) });
     throw reason;

@@ -1,5 +1,6 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import {
+  ChunkListDigest,
   ContentDefinedChunker,
   createLogger,
   encodeChunk,
@@ -69,8 +70,10 @@ export function backupDriver(catalog: Catalog, backend: StoreBackend, clock: () 
         jobs.onArtifactBegin(agentId, { jobId: job.id, uploadId, step, kind: 'files', name: artifact.name, ...(options.keys ? { keyCheck: options.keys.keyCheck } : {}) });
         const chunker = new ContentDefinedChunker();
         const pieces = [...chunker.push(artifact.content), ...chunker.finish()];
+        const list = new ChunkListDigest();
         for (const piece of pieces) {
           const chunk = encodeChunk(piece, { level: 3, keys: options.keys ?? null });
+          list.add(chunk.id, chunk.size);
           const from = sent.length;
           jobs.onChunkOffer(agentId, { uploadId, chunkId: chunk.id, size: chunk.size });
           const answer = await answerFor(uploadId, chunk.id, from);
@@ -81,7 +84,7 @@ export function backupDriver(catalog: Catalog, backend: StoreBackend, clock: () 
           }
         }
         const metadata: ArtifactMetadata = { kind: 'files', paths: [`/srv/${artifact.name}`], entries: 1, files: 1, directories: 0, symlinks: 0, fileBytes: artifact.content.length };
-        const sha256 = createHash('sha256').update(artifact.content).digest('hex');
+        const sha256 = list.digest();
         await jobs.onArtifactEnd(agentId, { jobId: job.id, uploadId, size: artifact.content.length, sha256, chunks: pieces.length, metadata });
         const failed = sent.find((m) => m.type === 'upload.failed' && m.payload.uploadId === uploadId);
         if (failed) throw new Error(`upload failed: ${JSON.stringify(failed.payload)}`);

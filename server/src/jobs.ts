@@ -7,6 +7,7 @@ import {
   decodeFrame,
   encodeSnapshotManifest,
   describeError,
+  chunkListDigest,
   encodeFrameHeader,
   FrameKind,
   GarbageMeter,
@@ -446,13 +447,14 @@ export class JobService {
     live.uploads.delete(p.uploadId);
     this.uploads.delete(p.uploadId);
     if (upload.error) return; // upload.failed was sent already
-    // The whole stream's SHA-256 is recorded as the agent computed it: with deduplication (and encryption) the
-    // server never sees the whole plaintext; every restore checks it.
+    // The digest of the chunk list, as the agent computed it; checked here against the chunks as offered, and by
+    // every restore.
     const sha256 = p.sha256;
     const problem =
       upload.wanted.size > 0 ? `${upload.wanted.size} chunk(s) the server asked for never arrived`
       : upload.size !== p.size ? `the chunks offered add up to ${upload.size} bytes, the agent sent ${p.size}`
       : upload.chunks.length !== p.chunks ? `the server received ${upload.chunks.length} chunks, the agent sent ${p.chunks}`
+      : chunkListDigest(upload.chunks) !== sha256 ? 'the chunks offered do not match the digest of the chunk list the agent sent'
       : null;
     if (problem) {
       this.link?.send(agentId, 'upload.failed', { jobId: p.jobId, uploadId: p.uploadId, error: { code: 'integrity', message: `artifact ${upload.name}: ${problem}` } });
@@ -472,6 +474,19 @@ export class JobService {
   }
 
   /** A restore asks for chunks; each must belong to the snapshot being restored. */
+  /** Which of these chunks the store lacks; the others are this job's from now on, safe from garbage collection. */
+  async onChunksQuery(agentId: string, p: PayloadOf<typeof AgentMessages, 'chunks.query'>): Promise<void> {
+    const live = this.requireLive(agentId, p.jobId);
+    if (live.kind !== 'backup') throw new LifeboatError('protocol', `job ${p.jobId} is not a backup`);
+    const absent: string[] = [];
+    for (const chunkId of p.chunkIds) {
+      // Claimed before the check: a collection starting now skips it; one already deleting it makes it absent.
+      live.chunkIds.add(chunkId);
+      if (this.deleting.has(chunkId) || !(await this.chunks.has(chunkId))) absent.push(chunkId);
+    }
+    this.link?.send(agentId, 'chunks.absent', { queryId: p.queryId, chunkIds: absent });
+  }
+
   async onChunkRequest(agentId: string, p: PayloadOf<typeof AgentMessages, 'chunk.request'>): Promise<void> {
     const live = this.requireLive(agentId, p.jobId);
     if (!live.allowedChunks) throw new LifeboatError('protocol', `job ${p.jobId} is not a restore`);

@@ -51,6 +51,28 @@ export function chunkId(plain: Uint8Array, keys?: ChunkKeys | null): string {
   return (keys ? createHmac('sha256', keys.id) : createHash('sha256')).update(plain).digest('hex');
 }
 
+/**
+ * What an artifact records as its SHA-256: a digest of its ordered chunk list (each id and plain size). Every
+ * restore checks each chunk's bytes against its id, so this pins the whole stream as well as a hash of its bytes
+ * would, and a backup can compute it for chunks it reused without reading them.
+ */
+export function chunkListDigest(chunks: Iterable<{ id: string; size: number }>): string {
+  const hash = createHash('sha256').update('lifeboat chunk list v1\n');
+  for (const c of chunks) hash.update(`${c.id} ${c.size}\n`);
+  return hash.digest('hex');
+}
+
+/** chunkListDigest, fed one chunk at a time. */
+export class ChunkListDigest {
+  private readonly hash = createHash('sha256').update('lifeboat chunk list v1\n');
+  add(id: string, size: number): void {
+    this.hash.update(`${id} ${size}\n`);
+  }
+  digest(): string {
+    return this.hash.digest('hex');
+  }
+}
+
 export function encodeChunk(plain: Buffer, options: EncodeOptions): EncodedChunk {
   if (plain.length > CHUNK_MAX) throw new LifeboatError('bad_request', `chunk of ${plain.length} bytes exceeds ${CHUNK_MAX}`);
   const id = chunkId(plain, options.keys);

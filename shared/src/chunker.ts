@@ -7,6 +7,19 @@ export const CHUNK_MIN = 512 * 1024;
 export const CHUNK_AVG = 1024 * 1024;
 export const CHUNK_MAX = 8 * 1024 * 1024;
 
+/**
+ * How the files source cuts a tree into segments before chunking (agent/src/archive/tar-writer.ts): a file of
+ * `largeFile` bytes or more is a segment of its own (chunked as above); smaller entries are grouped, a group
+ * ending after `groupMin` bytes at a point chosen by its entries' names, about every `groupAverage` bytes, and at
+ * `groupMax` at the latest. No chunk spans two segments. Changing these changes the chunk ids of files artifacts.
+ */
+export const FILE_SEGMENT = {
+  largeFile: 256 * 1024,
+  groupMin: 16 * 1024,
+  groupAverage: 64 * 1024,
+  groupMax: 1024 * 1024,
+} as const;
+
 /** A gear table from a fixed seed: the same on every agent, forever (chunk boundaries must be reproducible). */
 const GEAR = (() => {
   const table = new Uint32Array(256);
@@ -62,6 +75,14 @@ export class ContentDefinedChunker {
 
   finish(): Buffer[] {
     return this.length > 0 ? [this.emit()] : [];
+  }
+
+  /**
+   * Ends the current chunk here, whatever its size (a segment boundary: a file's content starts a chunk of
+   * its own, so the chunk ids of an unchanged file can be reused without reading it).
+   */
+  cut(): Buffer[] {
+    return this.finish();
   }
 
   /** How many bytes of `piece` (from `offset`) belong to the current chunk, and whether the chunk ends there. */

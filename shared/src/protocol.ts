@@ -10,6 +10,8 @@ import { EncryptionSettings } from './keys.js';
  * A message that fails to parse is answered with `error` and dropped, never thrown across the wire.
  */
 export const PROTOCOL_VERSION = 1;
+/** Chunk ids per chunks.query. */
+export const MAX_CHUNK_QUERY = 4096;
 
 /** Chunks are at most this big in plaintext (chunker.ts: CHUNK_MAX); the socket's maxPayload follows from it. */
 export const MAX_CHUNK_BYTES = 8 * 1024 * 1024;
@@ -120,6 +122,10 @@ export const artifactFields = {
   kind: ArtifactKind,
   name: z.string(),
   size: z.number().int().min(0),
+  /**
+   * SHA-256 of the ordered chunk list (chunkListDigest): with every chunk's bytes checked against its id on
+   * restore, it pins every byte of the stream, yet it can be computed without reading what a files cache reused.
+   */
   sha256: Sha256Hex,
   metadata: ArtifactMetadata,
   chunks: ChunkList,
@@ -206,6 +212,11 @@ export const AgentMessages = {
     metadata: ArtifactMetadata,
   }),
   'artifact.abort': z.object({ jobId: z.string(), uploadId: z.uuid(), reason: z.string().max(4000) }),
+  /**
+   * Which of these chunks does the store lack? Asked before a backup reuses the chunks its files cache remembers.
+   * The chunks the server reports present stay protected from garbage collection until the job ends.
+   */
+  'chunks.query': z.object({ jobId: z.string(), queryId: z.uuid(), chunkIds: z.array(Sha256Hex).min(1).max(MAX_CHUNK_QUERY) }),
   'chunk.request': z.object({ jobId: z.string(), transferId: z.uuid(), chunkIds: z.array(Sha256Hex).min(1).max(DOWNLOAD_WINDOW) }),
   'job.finished': z.object({
     jobId: z.string(),
@@ -267,6 +278,8 @@ export const ServerMessages = {
   'chunk.ack': z.object({ uploadId: z.uuid(), chunkId: Sha256Hex }),
   'artifact.stored': z.object({ jobId: z.string(), uploadId: z.uuid(), artifactId: z.string() }),
   'upload.failed': z.object({ jobId: z.string(), uploadId: z.uuid(), error: WireError }),
+  /** The answer to chunks.query: those of the asked ids the store lacks (or is deleting). */
+  'chunks.absent': z.object({ queryId: z.uuid(), chunkIds: z.array(Sha256Hex).max(MAX_CHUNK_QUERY) }),
   'chunk.missing': z.object({ jobId: z.string(), transferId: z.uuid(), chunkId: Sha256Hex, error: WireError }),
   error: z.object({ inReplyTo: z.string().optional(), error: WireError }),
 } as const;

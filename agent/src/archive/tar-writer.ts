@@ -1,15 +1,15 @@
 import { createHash, type Hash } from 'node:crypto';
-import { constants as fsConstants, type Stats } from 'node:fs';
-import { lstat, mkdtemp, open, readdir, readFile, readlink, rm, type FileHandle } from 'node:fs/promises';
+import { closeSync, constants as fsConstants, fstatSync, lstatSync, openSync, readdirSync, readlinkSync, readSync, type Stats } from 'node:fs';
+import { lstat, mkdtemp, open, readFile, readlink, rm, type FileHandle } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { finished } from 'node:stream/promises';
 import { Minimatch } from 'minimatch';
 import { Header, Pax, type HeaderData } from 'tar';
-import { LifeboatError, type ArtifactMetadata } from '@lifeboat/shared';
+import { FILE_SEGMENT, LifeboatError, type ArtifactMetadata, type ChunkRef } from '@lifeboat/shared';
 import { abortReason, fsReason, isCode, isFsError, shown, throttled } from '../fs-errors.js';
-import type { JobContext } from '../sources/source.js';
+import type { JobContext, StreamPiece } from '../sources/source.js';
+import { FilesCache, type SegmentRecord } from './files-cache.js';
 
 /**
  * The backup half of the files source: walks the listed paths and produces their tar stream.
@@ -17,6 +17,11 @@ import type { JobContext } from '../sources/source.js';
  * Backup walks the tree itself and writes the tar with node-tar's Header and Pax encoders. node-tar's own
  * `create` cannot be used: it stops the whole archive (an 'error', then a stalled stream) on the first
  * unreadable or vanished file, and on a file that grows while it is read — a live log file.
+ *
+ * The stream is cut into segments (FILE_SEGMENT in shared/src/chunker.ts): each large file's entry is a
+ * segment of its own, and the small entries between them form groups whose ends depend only on the entries'
+ * names and sizes. A chunk never spans two segments, so an edited small file costs one small group, not a 1 MiB
+ * chunk, and the files cache (files-cache.ts) can reuse an unchanged segment's chunks without reading it.
  */
 
 /** Bytes read from a file per read(2): a large file streams through in pieces this size, never whole. */
@@ -52,28 +57,49 @@ interface Archiver {
   signal: AbortSignal;
   warn(message: string): void;
   isExcluded(absolutePath: string): boolean;
-  /** dev:ino of files with several links → the entry name of the copy already archived. */
+  /** dev:ino of files with several links → the entry name of the copy archived first. */
   hardlinks: Map<string, string>;
   owners: OwnerNames;
   counts: Counts;
   manifest: ManifestSpool;
+  cache: FilesCache | null;
+  /** Files read, and files whose segment was reused unread. */
+  filesRead: number;
+  filesReused: number;
+}
+
+/** An entry of a segment, planned from its lstat: what it is and its header, before any content is read. */
+interface PlannedEntry {
+  path: string;
+  kind: 'file' | 'directory' | 'symlink' | 'hardlink';
+  info: Stats;
+  header: Buffer;
+  /** The symlink's target, or for a hard link the entry name of the copy archived first. */
+  link?: string;
 }
 
 /** The tar stream of the listed paths, and what it holds once it has been read to the end. */
 export interface TarArchive {
   /** The listed paths, resolved, without those inside another listed path: the trees archived, in order. */
   roots: string[];
-  /** Read once, at the consumer's pace: the walk runs only as fast as the stream is read. */
-  stream: Readable;
-  /** Settles after `stream` has ended, as BackupStream's metadata does. */
+  /** The archive with its seams (segment ends, reused chunks): what the upload reads. */
+  pieces: AsyncIterable<StreamPiece>;
+  /** The archive's bytes, for a reader without the files cache (made on first use; read it or `pieces`, never both). */
+  readonly stream: Readable;
+  /** Settles after the archive has ended, as BackupStream's metadata does. */
   metadata: Promise<FilesMetadata>;
   /** The private directory the manifest is spooled in while the archive is written; gone once `metadata` settled. */
   manifestSpool: string;
+  /** Keeps the new files cache when the artifact was stored, drops it otherwise. */
+  settle(stored: boolean): Promise<void>;
+  /** How many files were read, and how many were reused from the files cache unread. */
+  readonly reads: { filesRead: number; filesReused: number };
 }
 
 /**
  * Archives paths on this agent, leaving out what the exclude globs (minimatch, matched against absolute
- * paths) match. Fails before any byte moves when a listed path is missing.
+ * paths) match. Fails before any byte moves when a listed path is missing. With `ctx.filesCache`, segments
+ * unchanged since the previous backup of this plan step are not read: their chunks are reused.
  */
 export async function archivePaths(paths: readonly string[], exclude: readonly string[], ctx: JobContext): Promise<TarArchive> {
   if (ctx.signal.aborted) throw abortReason(ctx.signal);
@@ -83,8 +109,12 @@ export async function archivePaths(paths: readonly string[], exclude: readonly s
   const patterns = exclude.map((glob) => new Minimatch(glob, { dot: true }));
   const counts: Counts = { entries: 0, files: 0, directories: 0, symlinks: 0, fileBytes: 0 };
   const owners = await readOwnerNames();
+  const cache = ctx.filesCache ? await FilesCache.open(ctx.filesCache) : null;
   // Last, so nothing that can still fail before the stream exists leaves the spool behind.
-  const manifest = await ManifestSpool.create();
+  const manifest = await ManifestSpool.create().catch((err: unknown) => {
+    cache?.discard();
+    throw err;
+  });
   const archiver: Archiver = {
     signal: ctx.signal,
     warn: (message) => ctx.warn(message),
@@ -93,24 +123,63 @@ export async function archivePaths(paths: readonly string[], exclude: readonly s
     owners,
     counts,
     manifest,
+    cache,
+    filesRead: 0,
+    filesReused: 0,
   };
-  // Pull-based: the generator runs only as fast as the consumer reads, so memory stays near one read buffer.
-  const stream = Readable.from(reportProgress(archive(roots, archiver), ctx), { objectMode: false, highWaterMark: READ_BYTES });
-  const onAbort = () => stream.destroy(abortReason(ctx.signal));
-  ctx.signal.addEventListener('abort', onAbort, { once: true });
-  const metadata = finished(stream)
-    .then((): FilesMetadata => ({ kind: 'files', paths: roots, ...counts, manifest: manifest.recorded() }))
-    .catch((err: unknown) => {
-      throw backupError(err, ctx.signal);
-    })
-    .finally(async () => {
-      ctx.signal.removeEventListener('abort', onAbort);
-      // However the backup ended: the metadata settles only once the spool is gone.
-      await manifest.remove();
-    });
+  let settleMetadata!: { resolve: (m: FilesMetadata) => void; reject: (e: unknown) => void };
+  const metadata = new Promise<FilesMetadata>((resolve, reject) => (settleMetadata = { resolve, reject }));
   // The consumer reads `metadata` after the stream; a failure before then must not be an unhandled rejection.
   metadata.catch(() => {});
-  return { roots, stream, metadata, manifestSpool: manifest.dir };
+
+  // Pull-based: the generator runs only as fast as the consumer reads, so memory stays near one read buffer.
+  async function* tracked(): AsyncGenerator<StreamPiece> {
+    let complete = false;
+    try {
+      yield* reportProgress(archive(roots, archiver), ctx);
+      complete = true;
+    } catch (err) {
+      settleMetadata.reject(backupError(err, ctx.signal));
+      throw err;
+    } finally {
+      // However the backup ended: the metadata settles only once the spool is gone.
+      await manifest.remove();
+      if (complete) settleMetadata.resolve({ kind: 'files', paths: roots, ...counts, manifest: manifest.recorded() });
+      else settleMetadata.reject(backupError(ctx.signal.aborted ? abortReason(ctx.signal) : new LifeboatError('source_failed', 'the archive stream was closed before it was complete'), ctx.signal));
+    }
+  }
+  const pieces = tracked();
+  let stream: Readable | null = null;
+  return {
+    roots,
+    pieces,
+    get stream() {
+      if (!stream) {
+        stream = Readable.from(bytesOf(pieces), { objectMode: false, highWaterMark: READ_BYTES });
+        const made = stream;
+        const onAbort = () => made.destroy(abortReason(ctx.signal));
+        ctx.signal.addEventListener('abort', onAbort, { once: true });
+        made.once('close', () => ctx.signal.removeEventListener('abort', onAbort));
+      }
+      return stream;
+    },
+    metadata,
+    manifestSpool: manifest.dir,
+    reads: archiver,
+    async settle(stored) {
+      if (!cache) return;
+      if (stored) await cache.commit();
+      else cache.discard();
+    },
+  };
+}
+
+/** The bytes alone, for a reader that keeps no files cache (and so is never given reused chunks). */
+async function* bytesOf(pieces: AsyncIterable<StreamPiece>): AsyncGenerator<Buffer> {
+  for await (const piece of pieces) {
+    if (Buffer.isBuffer(piece)) yield piece;
+    else if (piece.type === 'reused') throw new LifeboatError('internal', 'reused chunks in an archive read as plain bytes');
+  }
 }
 
 /** A path inside another listed path would be archived twice. */
@@ -139,55 +208,73 @@ async function checkRoot(root: string, ctx: JobContext): Promise<void> {
   }
 }
 
-async function* archive(roots: readonly string[], a: Archiver): AsyncGenerator<Buffer> {
+async function* archive(roots: readonly string[], a: Archiver): AsyncGenerator<StreamPiece> {
   try {
-    for (const root of roots) yield* archiveTree(root, a);
+    for (const [index, root] of roots.entries()) yield* archiveTree(index, root, a);
     if (a.counts.entries === 0) {
       throw new LifeboatError('source_failed', `nothing was archived from ${roots.join(', ')}: every path was excluded, unreadable or vanished`);
     }
     yield* a.manifest.archiveEntry(a.signal);
     yield END_OF_ARCHIVE;
+    yield { type: 'segment-end' };
   } finally {
     await a.manifest.close();
   }
 }
 
-/** Depth-first, children in sorted order: the same tree gives the same archive, which deduplicates best. */
-async function* archiveTree(root: string, a: Archiver): AsyncGenerator<Buffer> {
+/**
+ * Depth-first, children in sorted order: the same tree gives the same archive, which deduplicates best, and
+ * the files cache's records come in this order. The walk's own system calls are synchronous: they are answered
+ * from the kernel's caches in microseconds, far less than a trip through the thread pool would cost.
+ */
+async function* archiveTree(rootIndex: number, root: string, a: Archiver): AsyncGenerator<StreamPiece> {
+  const group = new SmallEntryGroup(rootIndex);
   const pending = [root];
   while (pending.length > 0) {
     if (a.signal.aborted) throw abortReason(a.signal);
     const p = pending.pop()!;
     if (a.isExcluded(p)) continue;
-    const children = yield* archivePath(p, a);
-    for (let i = children.length - 1; i >= 0; i--) pending.push(path.posix.join(p, children[i]!));
+    const info = orWarn(p, a, () => lstatSync(p));
+    if (!info) continue;
+    let planned: PlannedEntry | null = null;
+    if (info.isDirectory()) {
+      const name = entryName(p);
+      planned = plan(p, 'directory', info, { name: name === '' ? './' : name + '/', type: 'Directory', info, size: 0 }, a);
+      const children = planned ? listDirectory(p, a) : [];
+      for (let i = children.length - 1; i >= 0; i--) pending.push(path.posix.join(p, children[i]!));
+    } else if (info.isFile()) {
+      const firstCopy = info.nlink > 1 ? a.hardlinks.get(`${info.dev}:${info.ino}`) : undefined;
+      if (firstCopy !== undefined) {
+        planned = plan(p, 'hardlink', info, { name: entryName(p), type: 'Link', info, size: 0, linkpath: firstCopy }, a, firstCopy);
+      } else {
+        planned = plan(p, 'file', info, { name: entryName(p), type: 'File', info, size: info.size }, a);
+        if (planned && info.nlink > 1) a.hardlinks.set(`${info.dev}:${info.ino}`, entryName(p));
+        if (planned && info.size >= FILE_SEGMENT.largeFile) {
+          yield* group.flush(a);
+          yield* largeFileSegment(rootIndex, planned, a);
+          continue;
+        }
+      }
+    } else if (info.isSymbolicLink()) {
+      const raw = orWarn(p, a, () => readlinkSync(p, { encoding: 'buffer' }));
+      const linkpath = raw ? utf8OrNull(raw) : null;
+      if (raw && linkpath === null) a.warn(`skipped ${shown(p)}: its link target is not valid UTF-8`);
+      if (linkpath !== null) planned = plan(p, 'symlink', info, { name: entryName(p), type: 'SymbolicLink', info, size: 0, linkpath }, a, linkpath);
+    } else {
+      a.warn(`skipped ${shown(p)}: ${specialKind(info)} are not backed up`);
+    }
+    if (planned && group.add(planned)) yield* group.flush(a);
   }
+  yield* group.flush(a);
 }
 
-/** Archives one path; returns the names in it when it is a directory. */
-async function* archivePath(p: string, a: Archiver): AsyncGenerator<Buffer, string[]> {
-  const info = await orWarn(p, a, () => lstat(p));
-  if (!info) return [];
-  if (info.isDirectory()) return yield* archiveDirectory(p, info, a);
-  if (info.isFile()) yield* archiveFile(p, info, a);
-  else if (info.isSymbolicLink()) yield* archiveSymlink(p, info, a);
-  else a.warn(`skipped ${shown(p)}: ${specialKind(info)} are not backed up`);
-  return [];
+function plan(p: string, kind: PlannedEntry['kind'], info: Stats, fields: EntryFields, a: Archiver, link?: string): PlannedEntry | null {
+  const header = encodeHeader(fields, a);
+  return header ? { path: p, kind, info, header, ...(link !== undefined ? { link } : {}) } : null;
 }
 
-async function* archiveDirectory(p: string, info: Stats, a: Archiver): AsyncGenerator<Buffer, string[]> {
-  const name = entryName(p);
-  const header = encodeHeader({ name: name === '' ? './' : name + '/', type: 'Directory', info, size: 0 }, a);
-  if (!header) return [];
-  yield header;
-  a.counts.entries++;
-  a.counts.directories++;
-  await a.manifest.add({ path: p, type: 'directory' });
-  return await listDirectory(p, a);
-}
-
-async function listDirectory(p: string, a: Archiver): Promise<string[]> {
-  const raw = await orWarn(p, a, () => readdir(p, { encoding: 'buffer' }), ' (the directory is archived without its contents)');
+function listDirectory(p: string, a: Archiver): string[] {
+  const raw = orWarn(p, a, () => readdirSync(p, { encoding: 'buffer' }), ' (the directory is archived without its contents)');
   if (!raw) return [];
   const names: string[] = [];
   for (const bytes of raw) {
@@ -198,48 +285,194 @@ async function listDirectory(p: string, a: Archiver): Promise<string[]> {
   return names.sort();
 }
 
-async function* archiveSymlink(p: string, info: Stats, a: Archiver): AsyncGenerator<Buffer> {
-  const raw = await orWarn(p, a, () => readlink(p, { encoding: 'buffer' }));
-  if (!raw) return;
-  const linkpath = utf8OrNull(raw);
-  if (linkpath === null) return a.warn(`skipped ${shown(p)}: its link target is not valid UTF-8`);
-  const header = encodeHeader({ name: entryName(p), type: 'SymbolicLink', info, size: 0, linkpath }, a);
-  if (!header) return;
-  yield header;
-  a.counts.entries++;
-  a.counts.symlinks++;
-  await a.manifest.add({ path: p, type: 'symlink', target: linkpath });
+/** What decides a segment's bytes: each entry's header, and for a file the identity and times of its content. */
+class SegmentKey {
+  private readonly hash = createHash('sha256');
+  add(header: Buffer, info: Stats | null): void {
+    this.hash.update(header);
+    if (info) this.hash.update(`${info.dev}:${info.ino}:${info.size}:${info.mtimeMs}:${info.ctimeMs}\n`);
+  }
+  digest(): string {
+    return this.hash.digest('hex');
+  }
 }
 
-async function* archiveFile(p: string, info: Stats, a: Archiver): AsyncGenerator<Buffer> {
-  const name = entryName(p);
-  const firstCopy = info.nlink > 1 ? a.hardlinks.get(`${info.dev}:${info.ino}`) : undefined;
-  if (firstCopy !== undefined) {
-    const header = encodeHeader({ name, type: 'Link', info, size: 0, linkpath: firstCopy }, a);
-    if (!header) return;
-    yield header;
-    a.counts.entries++;
-    a.counts.files++;
-    await a.manifest.add({ path: p, type: 'hardlink', target: '/' + firstCopy });
-    return;
+/**
+ * Small entries (directories, links, files under FILE_SEGMENT.largeFile) gathered into one segment. A group
+ * ends after an entry once it holds `groupMin` bytes, with a chance proportional to the entry's size decided by
+ * a hash of its path (so an insertion or an edit moves only the boundaries around it), and always at `groupMax`.
+ */
+class SmallEntryGroup {
+  private entries: PlannedEntry[] = [];
+  private bytes = 0;
+
+  constructor(private readonly rootIndex: number) {}
+
+  /** Adds an entry; true when the group should end after it. */
+  add(entry: PlannedEntry): boolean {
+    const size = entry.kind === 'file' ? entry.info.size : 0;
+    const entryBytes = entry.header.length + size + ((BLOCK - (size % BLOCK)) % BLOCK);
+    this.entries.push(entry);
+    this.bytes += entryBytes;
+    if (this.bytes >= FILE_SEGMENT.groupMax) return true;
+    if (this.bytes < FILE_SEGMENT.groupMin) return false;
+    return pathHash(entry.path) < (entryBytes / (FILE_SEGMENT.groupAverage - FILE_SEGMENT.groupMin)) * 0x1_0000_0000;
   }
-  const handle = await orWarn(p, a, () => open(p, OPEN_FOR_READING));
-  if (!handle) return;
+
+  async *flush(a: Archiver): AsyncGenerator<StreamPiece> {
+    const entries = this.entries;
+    if (entries.length === 0) return;
+    this.entries = [];
+    this.bytes = 0;
+    const first = entries[0]!.path;
+    const planned = new SegmentKey();
+    for (const e of entries) planned.add(e.header, e.kind === 'file' ? e.info : null);
+    const key = planned.digest();
+    const reused = a.cache?.lookup(this.rootIndex, first, key);
+    if (reused) return yield* reuse(this.rootIndex, reused, entries.filter((e) => e.kind === 'file').length, a);
+
+    const lines: ManifestLine[] = [];
+    const archived = new SegmentKey();
+    let cacheable = true;
+    for (const e of entries) {
+      if (a.signal.aborted) throw abortReason(a.signal);
+      if (e.kind !== 'file') {
+        yield e.header;
+        archived.add(e.header, null);
+        await note(a, lines, lineOf(e));
+        continue;
+      }
+      const read = readSmallFile(e, a);
+      a.filesRead++;
+      if (!read) {
+        cacheable = false;
+        continue;
+      }
+      yield read.header;
+      yield read.content;
+      archived.add(read.header, read.info);
+      cacheable &&= read.complete;
+      await note(a, lines, { path: e.path, type: 'file', size: read.info.size, sha256: read.sha256 });
+    }
+    yield segmentEnd(a, this.rootIndex, first, cacheable ? archived.digest() : null, lines);
+  }
+}
+
+/** The end of a segment that was read; the files cache records it when its content is what its key says. */
+function segmentEnd(a: Archiver, rootIndex: number, first: string, key: string | null, lines: ManifestLine[]): StreamPiece {
+  const cache = a.cache;
+  if (!cache || key === null) return { type: 'segment-end' };
+  return { type: 'segment-end', onChunks: (chunks) => cache.record(rootIndex, first, key, chunks, lines) };
+}
+
+/** A segment unchanged since the previous backup: its chunks again, its manifest lines and counts from the cache. */
+async function* reuse(rootIndex: number, record: SegmentRecord, files: number, a: Archiver): AsyncGenerator<StreamPiece> {
+  for (const line of record.manifest) await note(a, [], line);
+  a.filesReused += files;
+  a.cache!.record(rootIndex, record.first, record.key, Promise.resolve(record.chunks), record.manifest);
+  yield { type: 'reused', chunks: record.chunks };
+}
+
+function lineOf(e: PlannedEntry): ManifestLine {
+  if (e.kind === 'directory') return { path: e.path, type: 'directory' };
+  if (e.kind === 'symlink') return { path: e.path, type: 'symlink', target: e.link! };
+  return { path: e.path, type: 'hardlink', target: '/' + e.link! };
+}
+
+/** Counts an archived entry and adds its manifest line. */
+async function note(a: Archiver, lines: ManifestLine[], line: ManifestLine): Promise<void> {
+  a.counts.entries++;
+  if (line.type === 'file' || line.type === 'hardlink') a.counts.files++;
+  if (line.type === 'file') a.counts.fileBytes += line.size;
+  if (line.type === 'directory') a.counts.directories++;
+  if (line.type === 'symlink') a.counts.symlinks++;
+  lines.push(line);
+  await a.manifest.add(line);
+}
+
+interface ReadFile {
+  header: Buffer;
+  /** The content with its block padding. */
+  content: Buffer;
+  info: Stats;
+  sha256: string;
+  /** False when the file changed or could not be read whole (the archived copy is still the promised size). */
+  complete: boolean;
+}
+
+/** A small file read whole in a few synchronous calls; null (with a warning) when it cannot be archived. */
+function readSmallFile(e: PlannedEntry, a: Archiver): ReadFile | null {
+  const fd = orWarn(e.path, a, () => openSync(e.path, OPEN_FOR_READING));
+  if (fd === undefined) return null;
   try {
     // The header describes what is read: the opened file's fstat, not the earlier lstat.
+    const info = fstatSync(fd);
+    if (!info.isFile()) {
+      a.warn(`skipped ${shown(e.path)}: it was replaced by something else during the backup`);
+      return null;
+    }
+    // A file that grew past the small-file size since the walk saw it is cut: it is read in one go.
+    const limit = FILE_SEGMENT.largeFile * 4;
+    const size = Math.min(info.size, limit);
+    if (info.size > limit) a.warn(`${shown(e.path)} grew from ${e.info.size} to ${info.size} bytes during the backup; the archived copy is cut at ${size} bytes`);
+    const header = encodeHeader({ name: entryName(e.path), type: 'File', info, size }, a);
+    if (!header) return null;
+    const padded = size + ((BLOCK - (size % BLOCK)) % BLOCK);
+    const content = Buffer.allocUnsafe(padded);
+    let done = 0;
+    let complete = size === info.size;
+    while (done < size) {
+      let n: number;
+      try {
+        n = readSync(fd, content, done, size - done, done);
+      } catch (err) {
+        if (!isFsError(err)) throw err;
+        a.warn(`cannot read ${shown(e.path)}: ${fsReason(err)} at byte ${done} of ${size}; the archived copy is padded with zeros from there`);
+        break;
+      }
+      if (n === 0) {
+        a.warn(`${shown(e.path)} shrank from ${size} to ${done} bytes while being read; the archived copy is padded with zeros`);
+        break;
+      }
+      done += n;
+    }
+    if (done < size) complete = false;
+    content.fill(0, done);
+    const sha256 = createHash('sha256').update(content.subarray(0, size)).digest('hex');
+    const after = fstatSync(fd);
+    if (after.size !== info.size || after.mtimeMs !== info.mtimeMs) {
+      a.warn(`${shown(e.path)} changed while being read; the archived copy may mix old and new content`);
+      complete = false;
+    }
+    return { header, content, info, sha256, complete };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** A large file: a segment of its own, read in pieces; its chunks are reused unread while its key is unchanged. */
+async function* largeFileSegment(rootIndex: number, e: PlannedEntry, a: Archiver): AsyncGenerator<StreamPiece> {
+  const planned = new SegmentKey();
+  planned.add(e.header, e.info);
+  const reused = a.cache?.lookup(rootIndex, e.path, planned.digest());
+  if (reused) return yield* reuse(rootIndex, reused, 1, a);
+  a.filesRead++;
+  const handle = await orWarnAsync(e.path, a, () => open(e.path, OPEN_FOR_READING));
+  if (!handle) return;
+  const lines: ManifestLine[] = [];
+  try {
     const opened = await handle.stat();
-    if (!opened.isFile()) return a.warn(`skipped ${shown(p)}: it was replaced by something else during the backup`);
-    const header = encodeHeader({ name, type: 'File', info: opened, size: opened.size }, a);
+    if (!opened.isFile()) return a.warn(`skipped ${shown(e.path)}: it was replaced by something else during the backup`);
+    const header = encodeHeader({ name: entryName(e.path), type: 'File', info: opened, size: opened.size }, a);
     if (!header) return;
     yield header;
     const hash = createHash('sha256');
-    const complete = yield* fileContent(handle, opened.size, p, a, hash);
-    a.counts.entries++;
-    a.counts.files++;
-    a.counts.fileBytes += opened.size;
-    await a.manifest.add({ path: p, type: 'file', size: opened.size, sha256: hash.digest('hex') });
-    if (opened.nlink > 1) a.hardlinks.set(`${opened.dev}:${opened.ino}`, name);
-    if (complete) await warnIfChanged(handle, opened, p, a);
+    const complete = yield* fileContent(handle, opened.size, e.path, a, hash);
+    await note(a, lines, { path: e.path, type: 'file', size: opened.size, sha256: hash.digest('hex') });
+    const unchanged = complete && (await unchangedWhileRead(handle, opened, e.path, a));
+    const archived = new SegmentKey();
+    archived.add(header, opened);
+    yield segmentEnd(a, rootIndex, e.path, unchanged ? archived.digest() : null, lines);
   } finally {
     await handle.close();
   }
@@ -284,11 +517,23 @@ async function* fileContent(handle: FileHandle, size: number, p: string, a: Arch
   return done === size;
 }
 
-async function warnIfChanged(handle: FileHandle, before: Stats, p: string, a: Archiver): Promise<void> {
+async function unchangedWhileRead(handle: FileHandle, before: Stats, p: string, a: Archiver): Promise<boolean> {
   const after = await handle.stat();
   if (after.size !== before.size || after.mtimeMs !== before.mtimeMs) {
     a.warn(`${shown(p)} changed while being read; the archived copy may mix old and new content`);
+    return false;
   }
+  return true;
+}
+
+/** FNV-1a of a path, as an unsigned 32-bit number: where a group of small entries may end. */
+function pathHash(p: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < p.length; i++) {
+    h ^= p.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
 }
 
 interface EntryFields {
@@ -347,13 +592,14 @@ function specialKind(info: Stats): string {
   return 'device files';
 }
 
-async function* reportProgress(source: AsyncIterable<Buffer>, ctx: JobContext): AsyncGenerator<Buffer> {
+async function* reportProgress(source: AsyncIterable<StreamPiece>, ctx: JobContext): AsyncGenerator<StreamPiece> {
   const report = throttled((bytes) => ctx.progress('archiving', bytes));
   let bytes = 0;
-  for await (const chunk of source) {
-    bytes += chunk.length;
+  for await (const piece of source) {
+    if (Buffer.isBuffer(piece)) bytes += piece.length;
+    else if (piece.type === 'reused') for (const c of piece.chunks) bytes += c.size;
     report(bytes);
-    yield chunk;
+    yield piece;
   }
   ctx.progress('archiving', bytes);
 }
@@ -388,16 +634,29 @@ async function readIdNames(file: string): Promise<Map<number, string>> {
   return names;
 }
 
-/** Runs one filesystem call on p; a failure the backup survives becomes a warning and undefined. */
-async function orWarn<T>(p: string, a: Archiver, op: () => Promise<T>, consequence = ''): Promise<T | undefined> {
+/** Runs one synchronous filesystem call on p; a failure the backup survives becomes a warning and undefined. */
+function orWarn<T>(p: string, a: Archiver, op: () => T, consequence = ''): T | undefined {
+  try {
+    return op();
+  } catch (err) {
+    return survivable(err, p, a, consequence);
+  }
+}
+
+/** orWarn for an asynchronous call. */
+async function orWarnAsync<T>(p: string, a: Archiver, op: () => Promise<T>): Promise<T | undefined> {
   try {
     return await op();
   } catch (err) {
-    if (!isFsError(err)) throw err;
-    const reason = err.code === 'ENOENT' ? 'it was deleted during the backup (ENOENT)' : fsReason(err);
-    a.warn(`cannot read ${shown(p)}: ${reason}${consequence}`);
-    return undefined;
+    return survivable(err, p, a, '');
   }
+}
+
+function survivable(err: unknown, p: string, a: Archiver, consequence: string): undefined {
+  if (!isFsError(err)) throw err;
+  const reason = err.code === 'ENOENT' ? 'it was deleted during the backup (ENOENT)' : fsReason(err);
+  a.warn(`cannot read ${shown(p)}: ${reason}${consequence}`);
+  return undefined;
 }
 
 function utf8OrNull(bytes: Buffer): string | null {

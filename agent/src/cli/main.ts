@@ -24,11 +24,12 @@ interface EnrollFlags {
   name: string;
   label: Record<string, string>;
   config: string;
+  stateDir: string;
   force: boolean;
 }
 
 function enrollOptions(opts: EnrollFlags): EnrollOptions {
-  return { server: opts.server, token: opts.token, name: opts.name, labels: opts.label, configPath: resolve(opts.config), force: opts.force };
+  return { server: opts.server, token: opts.token, name: opts.name, labels: opts.label, configPath: resolve(opts.config), stateDir: resolve(opts.stateDir), force: opts.force };
 }
 
 exitQuietlyOnClosedPipe();
@@ -45,6 +46,7 @@ function withEnrollOptions(command: Command): Command {
     .option('--name <name>', 'this agent\'s name in plans', hostname().split('.')[0])
     .option('--label <key=value>', 'a label (repeatable), e.g. role=drill', collectLabel, {})
     .option('--config <file>', 'where to write the config', DEFAULT_AGENT_CONFIG_PATH)
+    .option('--state-dir <dir>', 'where the agent keeps its state (the files cache that lets unchanged files go unread)', '/var/lib/lifeboat-agent')
     .option('--force', 'overwrite an existing config', false);
 }
 

@@ -1,9 +1,9 @@
-import { createCipheriv, createHash, randomBytes } from 'node:crypto';
+import { createCipheriv, randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { chunkKey, ContentDefinedChunker, encodeChunk, FsBackend, type ChunkKeys } from '@lifeboat/shared';
+import { chunkKey, chunkListDigest, ContentDefinedChunker, encodeChunk, FsBackend, type ChunkKeys } from '@lifeboat/shared';
 import { collect, rejection } from '../sources/test-context.suite.js';
 import { readArtifact, type StoredArtifact } from './store-reader.js';
 
@@ -34,7 +34,7 @@ async function stored(content: Buffer, chunkKeys: ChunkKeys | null = null): Prom
     await store.put(chunkKey(chunk.id), chunk.stored);
     chunks.push({ id: chunk.id, size: chunk.size });
   }
-  return { name: 'site', kind: 'files', step: 0, size: content.length, sha256: createHash('sha256').update(content).digest('hex'), chunks };
+  return { name: 'site', kind: 'files', step: 0, size: content.length, sha256: chunkListDigest(chunks), chunks };
 }
 
 describe('readArtifact', () => {
@@ -74,19 +74,25 @@ describe('readArtifact', () => {
     expect((await rejection(collect(readArtifact(store, artifact, null)))).code).toBe('integrity');
   });
 
-  it('refuses a stream that does not hash to what was recorded', async () => {
-    const artifact = await stored(randomBytes(1_000_000));
+  it('refuses a chunk list that is not the one recorded, and a size that is not', async () => {
+    const artifact = await stored(noise(3_000_000, 4));
+    expect(artifact.chunks.length).toBeGreaterThan(1);
     const err = await rejection(collect(readArtifact(store, { ...artifact, sha256: 'f'.repeat(64) }, null)));
-    expect(err.message).toMatch(/does not match what was recorded at backup/);
+    expect(err.message).toMatch(/its chunk list does not match the digest recorded at backup/);
+    const reordered = { ...artifact, chunks: [...artifact.chunks].reverse() };
+    expect((await rejection(collect(readArtifact(store, reordered, null)))).message).toMatch(/its chunk list does not match/);
+    const longer = await rejection(collect(readArtifact(store, { ...artifact, size: artifact.size + 1 }, null)));
+    expect(longer.message).toMatch(/holds 3000000 bytes where 3000001 were recorded/);
   });
 
   it('reads an artifact that holds the same chunk twice, and an empty one', async () => {
     const content = randomBytes(700_000);
     const once = await stored(content);
     const twice = Buffer.concat([content, content]);
-    const artifact = { ...once, size: twice.length, sha256: createHash('sha256').update(twice).digest('hex'), chunks: [...once.chunks, ...once.chunks] };
+    const chunks = [...once.chunks, ...once.chunks];
+    const artifact = { ...once, size: twice.length, sha256: chunkListDigest(chunks), chunks };
     expect((await collect(readArtifact(store, artifact, null))).equals(twice)).toBe(true);
-    const empty = { ...once, size: 0, sha256: createHash('sha256').digest('hex'), chunks: [] };
+    const empty = { ...once, size: 0, sha256: chunkListDigest([]), chunks: [] };
     expect((await collect(readArtifact(store, empty, null))).length).toBe(0);
   });
 

@@ -540,10 +540,13 @@ describe('files source: per-file manifest', () => {
     const heapBefore = process.memoryUsage().heapUsed;
     let heapPeak = heapBefore;
     let spooledPeak = 0;
-    let pieces = 0;
+    let bytes = 0;
+    let sampledAt = 0;
     for await (const piece of archive.stream as AsyncIterable<Buffer>) {
-      void piece;
-      if (++pieces % 5000 === 0) {
+      bytes += piece.length;
+      // The stream hands over what it has buffered at each read: sample by bytes, not by pieces.
+      if (bytes - sampledAt >= 1024 * 1024) {
+        sampledAt = bytes;
         heapPeak = Math.max(heapPeak, process.memoryUsage().heapUsed);
         spooledPeak = Math.max(spooledPeak, fs.statSync(spool).size);
       }

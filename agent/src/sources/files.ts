@@ -28,8 +28,23 @@ export function createFilesSource(limits: Partial<FilesRestoreLimits> = {}): Sou
 export const filesSource: Source<FilesStepOptions> = createFilesSource();
 
 async function backupFiles(options: FilesStepOptions, ctx: JobContext): Promise<BackupStream> {
-  const { roots, stream, metadata } = await archivePaths(options.paths, options.exclude, ctx);
-  return { kind: 'files', name: roots.join(' '), stream, metadata };
+  const archive = await archivePaths(options.paths, options.exclude, ctx);
+  return {
+    kind: 'files',
+    name: archive.roots.join(' '),
+    // Made only if read: the upload reads `pieces`.
+    get stream() {
+      return archive.stream;
+    },
+    pieces: archive.pieces,
+    metadata: archive.metadata,
+    settle: async (stored) => {
+      await archive.settle(stored);
+      if (!ctx.filesCache) return undefined;
+      const { filesRead, filesReused } = archive.reads;
+      return `${filesRead} file(s) read, ${filesReused} unchanged since the last backup (not read)`;
+    },
+  };
 }
 
 async function restoreFiles(

@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream';
-import type { ArtifactForRestore, ArtifactKind, ArtifactMetadata, Logger, RestoreTarget } from '@lifeboat/shared';
+import type { FilesCacheOptions } from '../archive/files-cache.js';
+import type { ArtifactForRestore, ArtifactKind, ArtifactMetadata, ChunkRef, Logger, RestoreTarget } from '@lifeboat/shared';
 
 /** What a source may do while it runs: report, warn, and stop when the job is cancelled. */
 export interface JobContext {
@@ -11,6 +12,26 @@ export interface JobContext {
   warn(message: string): void;
   /** Where the work is; bytes so far and, when known, the total. */
   progress(phase: string, bytes: number, totalBytes?: number): void;
+  /** For a files backup: the files cache of this plan step, so unchanged files are not read again. */
+  filesCache?: FilesCacheOptions;
+}
+
+/**
+ * A stream with its seams, as the files source produces it: bytes; the end of a segment (a chunk ends there,
+ * and the segment learns the chunks it became, for the files cache); or chunks reused from the files cache
+ * without reading what they hold.
+ */
+export type StreamPiece = Buffer | SegmentEnd | ReusedChunks;
+
+export interface SegmentEnd {
+  type: 'segment-end';
+  /** Given the chunks the segment's bytes became, in order (settles once they are cut and hashed). */
+  onChunks?(chunks: Promise<ChunkRef[]>): void;
+}
+
+export interface ReusedChunks {
+  type: 'reused';
+  chunks: readonly ChunkRef[];
 }
 
 /** One artifact's bytes as they are produced. */
@@ -26,6 +47,16 @@ export interface BackupStream {
    * A backup is recorded only when this resolved.
    */
   metadata: Promise<ArtifactMetadata>;
+  /**
+   * The same artifact with its seams (files source): when present, the upload reads this instead of `stream`
+   * (only one of the two is ever consumed).
+   */
+  pieces?: AsyncIterable<StreamPiece>;
+  /**
+   * Told whether the artifact was stored, once the upload is over (the files cache is kept or dropped); may
+   * answer with a line for the job's summary.
+   */
+  settle?(stored: boolean): Promise<string | undefined>;
 }
 
 export interface RestoreSummary {

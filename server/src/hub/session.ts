@@ -96,6 +96,8 @@ export class AgentSession {
         return jobs.onArtifactAbort(this.agent.id, msg.payload);
       case 'chunk.request':
         return jobs.onChunkRequest(this.agent.id, msg.payload);
+      case 'chunks.query':
+        return jobs.onChunksQuery(this.agent.id, msg.payload);
       case 'job.finished':
         return jobs.onFinished(this.agent.id, msg.payload);
     }

@@ -1,0 +1,266 @@
+import { closeSync, fsyncSync, mkdirSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
+import path from 'node:path';
+import { z } from 'zod';
+import { ChunkRef, Sha256Hex, type Logger } from '@lifeboat/shared';
+import type { ManifestLine } from './tar-writer.js';
+
+/**
+ * The files cache, as restic and borg keep one: what the previous backup of this plan step made of each
+ * segment of the tree (a group of small entries, or one large file), keyed by everything that decides its
+ * bytes (the tar headers, and each file's device, inode and ctime). A segment whose key is unchanged is not
+ * read again: its chunk ids are reused.
+ *
+ * A missing, damaged or foreign cache only costs speed, never correctness: it is ignored (and rewritten); a
+ * segment is reused only when its key matches exactly and the store still holds every chunk it names (asked of
+ * the server first, which then keeps those chunks from garbage collection until the job ends). The new cache is
+ * written beside the old one and replaces it only once the artifact is stored.
+ *
+ * Records are in walk order, so the old cache is read as a cursor alongside the walk: memory holds the ids of
+ * the chunks it names (for the server's answer), never the whole cache.
+ */
+
+/** Bump when the segmenting or the key changes: an old cache is then simply not used. */
+const FORMAT = 'lifeboat files cache v1';
+
+const CacheHeader = z.object({ format: z.literal(FORMAT), identity: z.string() });
+
+const ManifestLineSchema = z.union([
+  z.object({ path: z.string(), type: z.literal('file'), size: z.number().int().min(0), sha256: Sha256Hex }),
+  z.object({ path: z.string(), type: z.literal('directory') }),
+  z.object({ path: z.string(), type: z.literal('symlink'), target: z.string() }),
+  z.object({ path: z.string(), type: z.literal('hardlink'), target: z.string() }),
+]);
+
+const SegmentRecord = z.object({
+  /** The listed root the segment is in (its index), and the path of its first entry: its place in walk order. */
+  root: z.number().int().min(0),
+  first: z.string(),
+  key: Sha256Hex,
+  chunks: z.array(ChunkRef).min(1),
+  manifest: z.array(ManifestLineSchema),
+});
+export type SegmentRecord = z.infer<typeof SegmentRecord>;
+
+export interface FilesCacheOptions {
+  /** The cache file of this plan step on this agent. */
+  file: string;
+  /** What must match for the cache to apply: the paths and excludes, the repository's chunk id scheme. */
+  identity: string;
+  /** Asks the server which of these chunk ids the store lacks. */
+  absent(ids: string[]): Promise<Set<string>>;
+  log: Logger;
+}
+
+/** Walk order: by root, then path component by component as the walk sorts them (a directory before its contents). */
+export function walkOrder(rootA: number, a: string, rootB: number, b: string): number {
+  if (rootA !== rootB) return rootA - rootB;
+  if (a === b) return 0;
+  const pa = a.split('/');
+  const pb = b.split('/');
+  for (let i = 0; i < Math.min(pa.length, pb.length); i++) {
+    if (pa[i] !== pb[i]) return pa[i]! < pb[i]! ? -1 : 1;
+  }
+  return pa.length - pb.length;
+}
+
+export class FilesCache {
+  private readonly temp: string;
+  private out: number | null;
+  private pending: string[] = [];
+  private pendingBytes = 0;
+  /** Records are written in walk order, each once its chunk ids are known. */
+  private tail: Promise<void> = Promise.resolve();
+  private failed = false;
+  reusedSegments = 0;
+
+  private constructor(
+    private readonly options: FilesCacheOptions,
+    private old: RecordCursor | null,
+    private readonly absentChunks: Set<string>,
+  ) {
+    mkdirSync(path.dirname(options.file), { recursive: true, mode: 0o700 });
+    this.temp = `${options.file}.new-${process.pid}`;
+    this.out = openSync(this.temp, 'w', 0o600);
+    this.write(JSON.stringify({ format: FORMAT, identity: options.identity }) + '\n');
+  }
+
+  /** Opens the previous cache (if any applies) and asks the server which of its chunks are gone. */
+  static async open(options: FilesCacheOptions): Promise<FilesCache> {
+    let cursor: RecordCursor | null = null;
+    let absent = new Set<string>();
+    try {
+      const ids = new Set<string>();
+      const scan = RecordCursor.open(options.file, options.identity);
+      if (scan) {
+        try {
+          for (let r = scan.next(); r; r = scan.next()) for (const c of r.chunks) ids.add(c.id);
+        } finally {
+          scan.close();
+        }
+        absent = await options.absent([...ids]);
+        cursor = RecordCursor.open(options.file, options.identity);
+        options.log.info(`files cache: ${ids.size} chunk(s) remembered${absent.size ? `, ${absent.size} no longer in the store` : ''}`);
+      }
+    } catch (err) {
+      options.log.warn(`files cache ${options.file} is not usable, every file is read: ${(err as Error).message}`);
+      cursor?.close();
+      cursor = null;
+    }
+    return new FilesCache(options, cursor, absent);
+  }
+
+  /** The previous backup's record of the segment starting at `first`, if its key is unchanged and its chunks are all still stored. */
+  lookup(root: number, first: string, key: string): SegmentRecord | null {
+    if (!this.old) return null;
+    let record: SegmentRecord | null;
+    try {
+      record = this.old.seek(root, first);
+    } catch (err) {
+      this.options.log.warn(`files cache ${this.options.file} is damaged, the rest of the files are read: ${(err as Error).message}`);
+      this.old.close();
+      this.old = null;
+      return null;
+    }
+    if (!record || record.key !== key || record.chunks.some((c) => this.absentChunks.has(c.id))) return null;
+    this.reusedSegments++;
+    return record;
+  }
+
+  /** Remembers a segment for the next backup; `chunks` settles once its bytes were cut and hashed. */
+  record(root: number, first: string, key: string, chunks: Promise<ChunkRef[]>, manifest: ManifestLine[]): void {
+    this.tail = this.tail.then(async () => {
+      if (this.failed) return;
+      try {
+        const refs = await chunks;
+        if (refs.length > 0) this.write(JSON.stringify({ root, first, key, chunks: refs, manifest }) + '\n');
+      } catch {
+        this.failed = true;
+      }
+    });
+  }
+
+  /** The artifact is stored: the new cache replaces the old one. */
+  async commit(): Promise<void> {
+    await this.tail;
+    if (this.failed) return this.discard();
+    try {
+      this.flush();
+      fsyncSync(this.out!);
+      closeSync(this.out!);
+      this.out = null;
+      renameSync(this.temp, this.options.file);
+    } catch (err) {
+      this.options.log.warn(`could not save the files cache ${this.options.file}; the next backup reads every file: ${(err as Error).message}`);
+      this.discard();
+    } finally {
+      this.old?.close();
+    }
+  }
+
+  /** The backup failed: the old cache stays as it was. */
+  discard(): void {
+    this.failed = true;
+    this.old?.close();
+    if (this.out !== null) closeSync(this.out);
+    this.out = null;
+    rmSync(this.temp, { force: true });
+  }
+
+  /** Forgets the cache entirely: the next backup reads every file. */
+  static forget(file: string): void {
+    rmSync(file, { force: true });
+  }
+
+  private write(line: string): void {
+    this.pending.push(line);
+    this.pendingBytes += line.length;
+    if (this.pendingBytes >= 256 * 1024) this.flush();
+  }
+
+  private flush(): void {
+    if (this.out === null || this.pending.length === 0) return;
+    const bytes = Buffer.from(this.pending.join(''), 'utf8');
+    this.pending = [];
+    this.pendingBytes = 0;
+    for (let at = 0; at < bytes.length; ) at += writeSync(this.out, bytes, at, bytes.length - at);
+  }
+}
+
+/** Reads a cache file's records in order, one line at a time. */
+class RecordCursor {
+  private buffer = Buffer.alloc(0);
+  private eof = false;
+  private current: SegmentRecord | null = null;
+
+  private constructor(private fd: number | null) {}
+
+  /** Null when there is no cache, or it is for another identity or format. Throws on a damaged one. */
+  static open(file: string, identity: string): RecordCursor | null {
+    let fd: number;
+    try {
+      fd = openSync(file, 'r');
+    } catch {
+      return null;
+    }
+    const cursor = new RecordCursor(fd);
+    const first = cursor.line();
+    const header = first === null ? null : CacheHeader.safeParse(safeJson(first));
+    if (!header?.success || header.data.identity !== identity) {
+      cursor.close();
+      return null;
+    }
+    return cursor;
+  }
+
+  next(): SegmentRecord | null {
+    const text = this.line();
+    if (text === null) return null;
+    const parsed = SegmentRecord.safeParse(safeJson(text));
+    if (!parsed.success) throw new Error('a damaged record');
+    return parsed.data;
+  }
+
+  /** The record starting exactly at (root, first), skipping those before it in walk order; null if there is none. */
+  seek(root: number, first: string): SegmentRecord | null {
+    for (;;) {
+      if (!this.current) {
+        this.current = this.next();
+        if (!this.current) return null;
+      }
+      const order = walkOrder(this.current.root, this.current.first, root, first);
+      if (order > 0) return null;
+      const record = this.current;
+      this.current = null;
+      if (order === 0) return record;
+    }
+  }
+
+  close(): void {
+    if (this.fd !== null) closeSync(this.fd);
+    this.fd = null;
+  }
+
+  private line(): string | null {
+    for (;;) {
+      const newline = this.buffer.indexOf(10);
+      if (newline >= 0) {
+        const text = this.buffer.subarray(0, newline).toString('utf8');
+        this.buffer = this.buffer.subarray(newline + 1);
+        return text;
+      }
+      if (this.eof || this.fd === null) return null;
+      const more = Buffer.allocUnsafe(256 * 1024);
+      const n = readSync(this.fd, more, 0, more.length, null);
+      if (n === 0) this.eof = true;
+      else this.buffer = Buffer.concat([this.buffer, more.subarray(0, n)]);
+    }
+  }
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
+}
