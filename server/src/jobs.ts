@@ -51,8 +51,10 @@ interface Upload {
   chunks: ChunkRef[];
   /** Chunks asked for and not yet received: how many times each is still expected, and its plaintext size. */
   wanted: Map<string, { count: number; size: number }>;
-  /** Offers and frames are handled strictly in arrival order, one at a time. */
+  /** Offers and frames are handled strictly in arrival order, one at a time… */
   chain: Promise<void>;
+  /** …but the chunks they bring are written to the store concurrently (each write is fsynced: latency, not work). */
+  writes: Set<Promise<void>>;
   /** Offers not yet settled (answered "have", or uploaded and acknowledged). */
   pending: number;
   error: WireError | null;
@@ -345,7 +347,7 @@ export class JobService {
       this.link?.send(agentId, 'upload.failed', { jobId: p.jobId, uploadId: p.uploadId, error });
       return;
     }
-    const upload: Upload = { uploadId: p.uploadId, step: p.step, kind: p.kind, name: p.name, size: 0, chunks: [], wanted: new Map(), chain: Promise.resolve(), pending: 0, error: null };
+    const upload: Upload = { uploadId: p.uploadId, step: p.step, kind: p.kind, name: p.name, size: 0, chunks: [], wanted: new Map(), chain: Promise.resolve(), writes: new Set(), pending: 0, error: null };
     live.uploads.set(p.uploadId, upload);
     this.uploads.set(p.uploadId, live);
   }
@@ -399,19 +401,24 @@ export class JobService {
     const size = wanted.size;
     upload.chain = upload.chain.then(async () => {
       if (upload.error) return;
-      try {
-        if (this.encryption.current && readChunkHeader(frame.data).cipher !== Cipher.Aes256Gcm) {
-          throw new LifeboatError('integrity', 'this repository is encrypted; an unencrypted chunk was refused');
-        }
-        this.garbage.add(frame.data.length * 2);
-        await this.deleting.get(frame.chunkId);
-        const put = await this.chunks.put(frame.chunkId, frame.data, size);
-        if (put.written) this.noteStoredChunk({ id: frame.chunkId, storedSize: put.storedSize, plainSize: size, createdAt: this.clock(), lastUsedAt: this.clock() });
-        upload.pending--;
-        this.link?.send(agentId, 'chunk.ack', { uploadId: upload.uploadId, chunkId: frame.chunkId });
-      } catch (err) {
-        this.failUpload(live, upload, err);
+      if (this.encryption.current && readChunkHeader(frame.data).cipher !== Cipher.Aes256Gcm) {
+        return this.failUpload(live, upload, new LifeboatError('integrity', 'this repository is encrypted; an unencrypted chunk was refused'));
       }
+      const write = (async () => {
+        try {
+          this.garbage.add(frame.data.length * 2);
+          await this.deleting.get(frame.chunkId);
+          const put = await this.chunks.put(frame.chunkId, frame.data, size);
+          if (put.written) this.noteStoredChunk({ id: frame.chunkId, storedSize: put.storedSize, plainSize: size, createdAt: this.clock(), lastUsedAt: this.clock() });
+          if (upload.error) return;
+          upload.pending--;
+          this.link?.send(agentId, 'chunk.ack', { uploadId: upload.uploadId, chunkId: frame.chunkId });
+        } catch (err) {
+          this.failUpload(live, upload, err);
+        }
+      })();
+      upload.writes.add(write);
+      void write.finally(() => upload.writes.delete(write));
     });
   }
 
@@ -433,6 +440,8 @@ export class JobService {
   }
 
   private failUpload(live: LiveJob, upload: Upload, err: unknown): void {
+    // Concurrent writes can fail together (a full disk): the agent hears of the first.
+    if (upload.error) return;
     upload.error = describeError(err);
     this.log.warn('upload failed', { job: live.id, upload: upload.uploadId, error: upload.error.message });
     this.link?.send(live.agentId, 'upload.failed', { jobId: live.id, uploadId: upload.uploadId, error: upload.error });
@@ -443,6 +452,7 @@ export class JobService {
     const upload = live.uploads.get(p.uploadId);
     if (!upload) throw new LifeboatError('protocol', `no upload ${p.uploadId} in job ${p.jobId}`);
     await upload.chain;
+    await Promise.all(upload.writes);
     this.flushStoredChunks();
     live.uploads.delete(p.uploadId);
     this.uploads.delete(p.uploadId);

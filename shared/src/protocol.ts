@@ -23,11 +23,14 @@ export const MAX_FRAME_BYTES = MAX_STORED_CHUNK_BYTES + 64;
  * Chunks an agent may have offered and not yet seen settled (the server answered "have", or acknowledged the
  * upload as durable): flow control, and the bound on what either side holds in memory.
  */
-export const UPLOAD_WINDOW = 4;
-/** …and at most this many bytes of them (chunks vary from 512 KiB to 8 MiB: a count alone bounds memory loosely). */
+export const UPLOAD_WINDOW = 32;
+/**
+ * …and at most this many bytes of them (chunks vary from a few KiB, a group of small files, to 8 MiB: a count
+ * alone bounds memory loosely, and many small chunks need many in flight to keep the link busy).
+ */
 export const UPLOAD_WINDOW_BYTES = 12 * 1024 * 1024;
 /** Chunks an agent may have requested and not yet received during a restore. */
-export const DOWNLOAD_WINDOW = 4;
+export const DOWNLOAD_WINDOW = 32;
 /** …and at most this many bytes of them. */
 export const DOWNLOAD_WINDOW_BYTES = 12 * 1024 * 1024;
 

@@ -3,7 +3,7 @@ import { chmod, lchown, lstat, lutimes, readFile, realpath, utimes } from 'node:
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
-import { Parser, ReadEntry, Unpack } from 'tar';
+import { Parser, ReadEntry, UnpackSync, type Unpack } from 'tar';
 import { formatBytes, LifeboatError } from '@lifeboat/shared';
 import { MANIFEST_ENTRY_NAME } from '../archive/tar-writer.js';
 import { abortReason, fsReason, isCode, isFsError, shown, throttled } from '../fs-errors.js';
@@ -314,7 +314,7 @@ function partsUnderRoot(absolutePath: string, roots: readonly string[]): string[
 async function extract(input: Readable, root: string, guard: ExtractionGuard, options: RestoreOptions, ctx: JobContext): Promise<void> {
   const unfinished = new UnfinishedEntries();
   const manifestCopy = options.keepManifestAt === undefined ? null : new ManifestCopy(options.keepManifestAt);
-  const unpack = new Unpack({
+  const unpack: Unpack = new UnpackSync({
     cwd: root,
     strict: true,
     preservePaths: false,

@@ -698,7 +698,8 @@ describe('files source: hostile archives', () => {
     const { archive } = await backup({ paths: [src] });
     const middle = await restoreError(archive.subarray(0, 60_000), path.join(base, 'truncated', 'middle'));
     expect(middle.code).toBe('restore_failed');
-    expect(middle.message).toMatch(/^the archive is truncated or corrupt: Truncated input/);
+    // Cut inside an entry: node-tar reports the truncated entry, or the end-of-archive marker is missing.
+    expect(middle.message).toMatch(/^the archive is truncated( or corrupt: Truncated input|: it ends without the end-of-archive marker)/);
     const boundary = await restoreError(archive.subarray(0, archive.length - 1024), path.join(base, 'truncated', 'boundary'));
     expect(boundary).toMatchObject({ code: 'restore_failed', message: 'the archive is truncated: it ends without the end-of-archive marker' });
     const corrupt = Buffer.from(archive);

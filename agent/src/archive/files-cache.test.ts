@@ -1,0 +1,172 @@
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ContentDefinedChunker, type ChunkRef } from '@lifeboat/shared';
+import { fakeJobContext } from '../sources/test-context.suite.js';
+import { walkOrder } from './files-cache.js';
+import { archivePaths } from './tar-writer.js';
+
+let base: string;
+beforeAll(() => {
+  base = fs.mkdtempSync(path.join(os.tmpdir(), 'lifeboat-files-cache-'));
+});
+afterAll(() => fs.rmSync(base, { recursive: true, force: true }));
+
+/** Every chunk any backup of these tests made, by id: what a store would hold. */
+const store = new Map<string, Buffer>();
+
+interface Run {
+  /** The archive's bytes, put back together from the chunks (reused ones from the "store"). */
+  bytes: Buffer;
+  chunks: ChunkRef[];
+  filesRead: number;
+  filesReused: number;
+  warnings: string[];
+}
+
+/**
+ * One backup as the upload does it: cut at every segment end, ids told to the segment, reused chunks taken from
+ * the store. `absent` plays the server's answer to the chunks query.
+ */
+async function backUp(paths: string[], cacheFile: string, options: { absent?: (ids: string[]) => Set<string>; identity?: string; stored?: boolean } = {}): Promise<Run> {
+  const t = fakeJobContext();
+  const ctx = {
+    ...t.ctx,
+    filesCache: { file: cacheFile, identity: options.identity ?? 'test', absent: async (ids: string[]) => options.absent?.(ids) ?? new Set<string>(), log: t.ctx.log },
+  };
+  const archive = await archivePaths(paths, [], ctx);
+  const chunker = new ContentDefinedChunker();
+  const parts: Buffer[] = [];
+  const chunks: ChunkRef[] = [];
+  let segment: ChunkRef[] = [];
+  const take = (plain: Buffer) => {
+    const ref = { id: createHash('sha256').update(plain).digest('hex'), size: plain.length };
+    store.set(ref.id, plain);
+    parts.push(plain);
+    chunks.push(ref);
+    segment.push(ref);
+  };
+  for await (const piece of archive.pieces) {
+    if (Buffer.isBuffer(piece)) chunker.push(piece).forEach(take);
+    else if (piece.type === 'segment-end') {
+      chunker.cut().forEach(take);
+      piece.onChunks?.(Promise.resolve(segment));
+      segment = [];
+    } else {
+      for (const ref of piece.chunks) {
+        parts.push(store.get(ref.id)!);
+        chunks.push(ref);
+      }
+    }
+  }
+  chunker.finish().forEach(take);
+  await archive.metadata;
+  await archive.settle(options.stored ?? true);
+  return { bytes: Buffer.concat(parts), chunks, ...archive.reads, warnings: t.warnings };
+}
+
+function tree(root: string): void {
+  for (let d = 0; d < 20; d++) {
+    const dir = path.join(root, `dir-${String(d).padStart(2, '0')}`);
+    fs.mkdirSync(dir, { recursive: true });
+    for (let f = 0; f < 50; f++) fs.writeFileSync(path.join(dir, `file-${f}.txt`), `${d}/${f} `.repeat(100 + f * 7));
+  }
+  fs.writeFileSync(path.join(root, 'large.bin'), Buffer.alloc(3 * 1024 * 1024, 7).map((_, i) => (i * 2654435761) >>> 24));
+  fs.symlinkSync('large.bin', path.join(root, 'link'));
+  fs.linkSync(path.join(root, 'large.bin'), path.join(root, 'large-again.bin'));
+}
+
+describe('files cache', () => {
+  it('reuses every unchanged segment unread, and the archive is byte for byte the same', async () => {
+    const src = path.join(base, 'same');
+    tree(src);
+    const cache = path.join(base, 'same.cache');
+    const first = await backUp([src], cache);
+    // 1000 small files and large.bin; large-again.bin is a hard link to it, and the link a symlink.
+    expect(first.filesRead).toBe(1001);
+    expect(first.filesReused).toBe(0);
+    const second = await backUp([src], cache);
+    expect(second.filesRead).toBe(0);
+    expect(second.filesReused).toBe(1001);
+    expect(second.bytes.equals(first.bytes)).toBe(true);
+    expect(second.chunks).toEqual(first.chunks);
+    expect(fs.statSync(cache).mode & 0o777).toBe(0o600);
+  });
+
+  it('reads only the segment of an edited file, and the result is what a full read gives', async () => {
+    const src = path.join(base, 'edit');
+    tree(src);
+    const cache = path.join(base, 'edit.cache');
+    await backUp([src], cache);
+    fs.appendFileSync(path.join(src, 'dir-07', 'file-3.txt'), 'one more line\n');
+    const edited = await backUp([src], cache);
+    expect(edited.filesRead).toBeGreaterThan(0);
+    // One small group of files, not the tree.
+    expect(edited.filesRead).toBeLessThan(60);
+    const full = await backUp([src], path.join(base, 'edit-none.cache'));
+    expect(edited.bytes.equals(full.bytes)).toBe(true);
+    expect(edited.chunks).toEqual(full.chunks);
+  });
+
+  it('notices a change that keeps size and mtime (the ctime moves), and a metadata change', async () => {
+    const src = path.join(base, 'sneaky');
+    tree(src);
+    const cache = path.join(base, 'sneaky.cache');
+    await backUp([src], cache);
+    const file = path.join(src, 'large.bin');
+    const before = fs.statSync(file);
+    const fd = fs.openSync(file, 'r+');
+    fs.writeSync(fd, Buffer.from('XX'), 0, 2, 1000);
+    fs.closeSync(fd);
+    fs.utimesSync(file, before.atime, before.mtime);
+    fs.chmodSync(path.join(src, 'dir-03', 'file-1.txt'), 0o600);
+    const changed = await backUp([src], cache);
+    const full = await backUp([src], path.join(base, 'sneaky-none.cache'));
+    expect(changed.bytes.equals(full.bytes)).toBe(true);
+    expect(changed.filesRead).toBeGreaterThanOrEqual(2);
+  });
+
+  it('reads a segment again when the store no longer holds one of its chunks', async () => {
+    const src = path.join(base, 'gone');
+    tree(src);
+    const cache = path.join(base, 'gone.cache');
+    const first = await backUp([src], cache);
+    const lost = first.chunks[3]!.id;
+    let asked: string[] = [];
+    const again = await backUp([src], cache, { absent: (ids) => ((asked = ids), new Set([lost])) });
+    expect(asked).toContain(lost);
+    expect(again.filesRead).toBeGreaterThan(0);
+    expect(again.filesRead).toBeLessThan(100);
+    expect(again.bytes.equals(first.bytes)).toBe(true);
+  });
+
+  it('ignores a cache for other paths or ids, a damaged one, and keeps the old one when the backup failed', async () => {
+    const src = path.join(base, 'other');
+    tree(src);
+    const cache = path.join(base, 'other.cache');
+    const first = await backUp([src], cache);
+    expect((await backUp([src], cache, { identity: 'encrypted now' })).filesReused).toBe(0);
+    // That run replaced the cache with one for "encrypted now"; a failed run must not replace it again.
+    expect((await backUp([src], cache, { stored: false })).filesReused).toBe(0);
+    expect((await backUp([src], cache, { identity: 'encrypted now' })).filesReused).toBe(1001);
+
+    const text = fs.readFileSync(cache, 'utf8').split('\n');
+    text[5] = '{"root": 0, "first": "damaged';
+    fs.writeFileSync(cache, text.join('\n'));
+    const damaged = await backUp([src], cache, { identity: 'encrypted now' });
+    expect(damaged.bytes.equals(first.bytes)).toBe(true);
+    expect(damaged.filesRead).toBeGreaterThan(0);
+    expect(fs.readdirSync(base).filter((n) => n.includes('.new-'))).toEqual([]);
+  });
+
+  it('orders paths as the walk does: a directory before its contents, names by code unit', () => {
+    expect(walkOrder(0, '/a', 0, '/a/b')).toBeLessThan(0);
+    expect(walkOrder(0, '/a/z', 0, '/a-b')).toBeLessThan(0);
+    expect(walkOrder(0, '/a-b', 0, '/a/z')).toBeGreaterThan(0);
+    expect(walkOrder(1, '/a', 0, '/z')).toBeGreaterThan(0);
+    expect(walkOrder(0, '/a/B', 0, '/a/a')).toBeLessThan(0);
+    expect(walkOrder(0, '/x', 0, '/x')).toBe(0);
+  });
+});
