@@ -178,7 +178,7 @@ export class Lifeboat {
     rmSync(this.dir, { recursive: true, force: true });
     mkdirSync(this.dir, { recursive: true });
     const serverLog = createWriteStream(join(this.dir, 'server.log'));
-    this.server = spawn(process.execPath, [this.bin.server, 'start', '--data', this.dataDir, '--port', '0', '--host', '127.0.0.1'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...ALLOCATOR_ENV, LIFEBOAT_LOG_LEVEL: 'info' } });
+    this.server = spawn(process.execPath, [this.bin.server, 'start', '--data', this.dataDir, '--port', '0', '--host', '127.0.0.1'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...ALLOCATOR_ENV, UV_THREADPOOL_SIZE: '16', LIFEBOAT_LOG_LEVEL: 'info' } });
     this.url = await new Promise((resolvePromise, reject) => {
       let seen = '';
       const onData = (d) => {
@@ -202,7 +202,7 @@ export class Lifeboat {
     }
     const { token } = await this.api('POST', '/v1/tokens', { expires: '1h' });
     this.configPath = join(this.dir, 'agent.json');
-    await timed(process.execPath, [this.bin.agent, 'enroll', '--server', this.url, '--token', token, '--name', 'bench', '--config', this.configPath]);
+    await timed(process.execPath, [this.bin.agent, 'enroll', '--server', this.url, '--token', token, '--name', 'bench', '--config', this.configPath, '--state-dir', `${this.configPath}.state`]);
     if (this.encryption) {
       const config = JSON.parse(readFileSync(this.configPath, 'utf8'));
       writeFileSync(this.configPath, JSON.stringify({ ...config, passphraseFile }), { mode: 0o600 });
