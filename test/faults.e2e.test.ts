@@ -78,6 +78,12 @@ describe('bad input and faults', () => {
     expect((await server.api('POST', '/v1/plans', planFile('killed-agent', 'vm-1', [big]))).status).toBe(200);
     const { body } = await server.api<{ job: JobLike }>('POST', '/v1/plans/killed-agent/backup');
     await waitUntil(async () => ((await server.api<{ job: JobLike }>('GET', `/v1/jobs/${body.job.id}`)).body.job.progress?.bytes ?? 0) > 0, 'upload under way');
+    // A held poll (?wait) of a running job answers after the wait, with the job still running; a bad wait is refused.
+    const asked = Date.now();
+    const held = await server.api<{ job: JobLike }>('GET', `/v1/jobs/${body.job.id}?wait=300`);
+    expect(Date.now() - asked).toBeGreaterThanOrEqual(250);
+    expect(held.body.job.status).toBe('running');
+    expect((await server.api('GET', `/v1/jobs/${body.job.id}?wait=forever`)).status).toBe(400);
     agent.proc!.child.kill('SIGKILL');
     const job = await waitForJob(server, body.job.id);
     expect(job.status).toBe('failed');

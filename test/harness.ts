@@ -169,9 +169,10 @@ export interface JobLike {
 export async function waitForJob(server: TestServer, jobId: string, timeoutMs = 120_000): Promise<JobLike> {
   let job: JobLike | undefined;
   await waitUntil(async () => {
-    job = (await server.api<{ job: JobLike }>('GET', `/v1/jobs/${jobId}`)).body.job;
+    // Held by the server until the job ends (or a second passes): the end is seen at once.
+    job = (await server.api<{ job: JobLike }>('GET', `/v1/jobs/${jobId}?wait=1000`)).body.job;
     return ['succeeded', 'failed', 'cancelled'].includes(job.status);
-  }, `job ${jobId} to finish`, timeoutMs, 200);
+  }, `job ${jobId} to finish`, timeoutMs, 0);
   return job!;
 }
 

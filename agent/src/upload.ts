@@ -27,8 +27,12 @@ export interface UploadOptions {
 
 export const DEFAULT_UPLOAD_OPTIONS: UploadOptions = { compressionLevel: 3, keys: null };
 
-/** Chunks handed to the encoder ahead of the one being offered. */
-const ENCODE_AHEAD = 1;
+/**
+ * Chunks being encoded at once, by count and by plain bytes (one may always be): enough to keep the encoder
+ * threads busy while the main thread reads and cuts the next ones, few enough to bound memory.
+ */
+const ENCODE_AHEAD = 8;
+const ENCODE_AHEAD_BYTES = 4 * 1024 * 1024;
 
 export interface UploadResult {
   artifactId: string;
@@ -151,20 +155,30 @@ export async function uploadArtifact(
   const encode = sharedEncoder();
   /** Chunks being encoded, in stream order: a few at once keep the worker threads busy. */
   const encoding: Promise<EncodedChunk>[] = [];
+  const encodingSizes: number[] = [];
+  let encodingBytes = 0;
+  const nextEncoded = async () => {
+    encodingBytes -= encodingSizes.shift()!;
+    return await encoding.shift()!;
+  };
   /** The chunks of the segment being read (files source), for its segment end. */
   let segmentChunks: Promise<ChunkRef>[] = [];
   const cut = async (plain: Buffer) => {
-    size += plain.length;
+    // Read before encoding: the buffer moves to a worker thread and is empty here after.
+    const length = plain.length;
+    size += length;
     chunks++;
     const pending = encode(plain, options.compressionLevel, options.keys);
     pending.catch(() => undefined);
     encoding.push(pending);
+    encodingSizes.push(length);
+    encodingBytes += length;
     if (artifact.pieces) {
       const ref = pending.then((c) => ({ id: c.id, size: c.size }));
       ref.catch(() => undefined);
       segmentChunks.push(ref);
     }
-    while (encoding.length >= ENCODE_AHEAD) await offer(await encoding.shift()!);
+    while (encoding.length >= ENCODE_AHEAD || (encoding.length > 1 && encodingBytes > ENCODE_AHEAD_BYTES)) await offer(await nextEncoded());
   };
   const take = async (piece: StreamPiece) => {
     if (Buffer.isBuffer(piece)) {
@@ -180,7 +194,7 @@ export async function uploadArtifact(
       return;
     }
     // Reused chunks follow a segment end: the chunker is empty, and they go in stream order.
-    while (encoding.length) await offer(await encoding.shift()!);
+    while (encoding.length) await offer(await nextEncoded());
     for (const ref of piece.chunks) {
       size += ref.size;
       chunks++;
@@ -210,7 +224,7 @@ export async function uploadArtifact(
       await take(piece);
     }
     for (const plain of chunker.finish()) await cut(plain);
-    while (encoding.length) await offer(await encoding.shift()!);
+    while (encoding.length) await offer(await nextEncoded());
     // The source's own verdict (exit code, signal, truncation) decides, not the stream having ended.
     const metadata = await artifact.metadata;
     await waitUntil(() => unsettled === 0);

@@ -6,7 +6,9 @@ import {
   DrillRunRequest,
   EncryptionSettings,
   EnrollRequest,
+  FINISHED_JOB_STATUSES,
   JobStatus,
+  JobWaitQuery,
   LIFEBOAT_VERSION,
   LifeboatError,
   listIssues,
@@ -155,9 +157,19 @@ export function createApp(deps: AppDeps): Hono {
     const rows = catalog.listJobs({ planId: q.plan, agentId, status: status?.data, limit: q.limit ? Math.min(1000, Number(q.limit) || 50) : 50 });
     return c.json({ jobs: rows.map((j) => jobView(j, names(j.agentId))) });
   });
-  admin.get('/jobs/:id', (c) => {
-    const job = catalog.job(c.req.param('id'));
-    if (!job) throw new LifeboatError('not_found', `no job "${c.req.param('id')}"`);
+  // ?wait=MS: answer as soon as the job has ended, or after MS (at most 30 s) with how it is going, so a
+  // client waiting for a job learns of its end at once instead of at its next poll.
+  admin.get('/jobs/:id', async (c) => {
+    const id = c.req.param('id');
+    const wait = JobWaitQuery.safeParse(c.req.query());
+    if (!wait.success) throw new LifeboatError('bad_request', 'wait must be a number of milliseconds from 0 to 30000');
+    const until = Date.now() + (wait.data.wait ?? 0);
+    let job = catalog.job(id);
+    while (job && !FINISHED_JOB_STATUSES.includes(job.status as JobStatus) && Date.now() < until) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      job = catalog.job(id);
+    }
+    if (!job) throw new LifeboatError('not_found', `no job "${id}"`);
     return c.json({ job: jobView(job, agentNames(catalog)(job.agentId)) });
   });
 

@@ -41,6 +41,8 @@ export const PlanApplyResponse = z.object({ created: z.array(z.string()), update
 export const JobStatus = z.enum(['queued', 'dispatched', 'running', 'succeeded', 'failed', 'cancelled']);
 export type JobStatus = z.infer<typeof JobStatus>;
 export const FINISHED_JOB_STATUSES: readonly JobStatus[] = ['succeeded', 'failed', 'cancelled'];
+/** GET /v1/jobs/:id?wait=MS: hold the answer until the job ends, for at most MS (30 s). */
+export const JobWaitQuery = z.object({ wait: z.coerce.number().int().min(0).max(30_000).optional() });
 export const JobKind = z.enum(['backup', 'restore', 'drill']);
 export type JobKind = z.infer<typeof JobKind>;
 

@@ -314,7 +314,8 @@ function partsUnderRoot(absolutePath: string, roots: readonly string[]): string[
 async function extract(input: Readable, root: string, guard: ExtractionGuard, options: RestoreOptions, ctx: JobContext): Promise<void> {
   const unfinished = new UnfinishedEntries();
   const manifestCopy = options.keepManifestAt === undefined ? null : new ManifestCopy(options.keepManifestAt);
-  const unpack: Unpack = new UnpackSync({
+  const directories = new Set<string>();
+  const unpack: Unpack = new DirectoryCachingUnpack(directories, {
     cwd: root,
     strict: true,
     preservePaths: false,
@@ -333,7 +334,12 @@ async function extract(input: Readable, root: string, guard: ExtractionGuard, op
     maxDepth: guard.limits.maxDepth + 2,
     brotli: false,
     zstd: false,
-    filter: (_path, entry) => entry instanceof ReadEntry && guard.accept(entry) && unfinished.track(entry),
+    filter: (_path, entry) => {
+      if (!(entry instanceof ReadEntry) || !guard.accept(entry)) return false;
+      // Something other than a directory replacing one made earlier (a symlink, say): check every parent again.
+      if (entry.type !== 'Directory' && directories.has(path.posix.resolve(root, entry.path))) directories.clear();
+      return unfinished.track(entry);
+    },
   });
   let failure: unknown = null;
   let rejectFailed: (err: unknown) => void = () => {};
@@ -370,6 +376,37 @@ async function extract(input: Readable, root: string, guard: ExtractionGuard, op
   }
   // node-tar accepts an archive cut at an entry boundary as complete: the end-of-archive blocks prove it is not.
   if (!sawEndOfArchive) throw new LifeboatError('restore_failed', 'the archive is truncated: it ends without the end-of-archive marker');
+}
+
+/** node-tar's private method that makes an entry's parent directories, found by its symbol's description. */
+const MAKE_PARENTS = Object.getOwnPropertySymbols(UnpackSync.prototype).find((symbol) => symbol.description === 'mkdir');
+
+/** Whether the directory cache below is in effect (node-tar still has the method it wraps). */
+export const DIRECTORY_CACHE_IN_EFFECT = MAKE_PARENTS !== undefined;
+
+/**
+ * node-tar's synchronous Unpack, remembering the directories it has made or found. For each entry node-tar
+ * walks the parent path from the target down, a mkdir and an lstat per level, about 14 system calls per file
+ * at depth 7; a parent already made in this restore is not walked again. Synchronous, entries are written as
+ * they are parsed, so memory holds no backlog of pending writes however many small files there are.
+ */
+class DirectoryCachingUnpack extends UnpackSync {
+  constructor(
+    private readonly made: Set<string>,
+    options: ConstructorParameters<typeof UnpackSync>[0],
+  ) {
+    super(options);
+    if (!MAKE_PARENTS) return;
+    const makeParents = (this as unknown as Record<symbol, (dir: string, mode: number) => unknown>)[MAKE_PARENTS]!.bind(this);
+    Object.defineProperty(this, MAKE_PARENTS, {
+      value: (dir: string, mode: number): unknown => {
+        if (this.made.has(dir)) return undefined;
+        const error = makeParents(dir, mode);
+        if (!error) this.made.add(dir);
+        return error;
+      },
+    });
+  }
 }
 
 /**

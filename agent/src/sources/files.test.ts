@@ -8,6 +8,7 @@ import { Header, Parser, type HeaderData } from 'tar';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger, LifeboatError, type FilesStepOptions } from '@lifeboat/shared';
 import { archivePaths, MANIFEST_ENTRY_NAME, type ManifestLine } from '../archive/tar-writer.js';
+import { DIRECTORY_CACHE_IN_EFFECT } from '../restore/extract.js';
 import { createFilesSource, filesSource } from './files.js';
 import type { JobContext, RestoreOptions } from './source.js';
 import { collect } from './test-context.suite.js';
@@ -689,6 +690,22 @@ describe('files source: hostile archives', () => {
     expect(fs.readdirSync(path.join(target, 'sub'))).toEqual([]);
     // An absolute target inside the restore target is kept, as a relative link (node-tar would strip its "/").
     expect(fs.readlinkSync(path.join(target, 'abs-inside'))).toBe('sub');
+  });
+
+  it('checks the parents again once a directory it made was replaced by a link (the directory cache)', async () => {
+    // node-tar's own method is wrapped; an upgrade that renamed it must not silently drop the cache.
+    expect(DIRECTORY_CACHE_IN_EFFECT).toBe(true);
+    const target = path.join(dir('replaced-dir'), 'target');
+    const archive = tarArchive(
+      tarEntry({ path: 'kept/', type: 'Directory', mode: 0o755, size: 0 }),
+      tarEntry({ path: 'e/', type: 'Directory', mode: 0o755, size: 0 }),
+      tarEntry({ path: 'e', type: 'SymbolicLink', linkpath: 'kept', size: 0 }),
+      tarEntry({ path: 'e/y', type: 'File' }, Buffer.from('not through the link')),
+    );
+    await restore(archive, target);
+    expect(fs.readdirSync(path.join(target, 'kept'))).toEqual([]);
+    expect(fs.lstatSync(path.join(target, 'e')).isDirectory()).toBe(true);
+    expect(fs.readFileSync(path.join(target, 'e', 'y'), 'utf8')).toBe('not through the link');
   });
 
   it('fails on an archive truncated inside an entry, at an entry boundary, or corrupt', async () => {

@@ -134,8 +134,9 @@ export class ApiClient {
     return (await this.#call('GET', `/v1/jobs${query({ ...filter })}`, JobList)).jobs;
   }
 
-  async getJob(id: string) {
-    return (await this.#call('GET', `/v1/jobs/${seg(id)}`, JobResponse)).job;
+  /** With waitMs, the server answers as soon as the job ends, or after waitMs. */
+  async getJob(id: string, waitMs = 0) {
+    return (await this.#call('GET', `/v1/jobs/${seg(id)}${waitMs > 0 ? `?wait=${waitMs}` : ''}`, JobResponse)).job;
   }
 
   async listSnapshots(filter: SnapshotFilter = {}) {
@@ -292,15 +293,19 @@ export interface WaitOptions {
   maxUnreachablePolls?: number;
 }
 
-/** Polls a job until it is succeeded, failed or cancelled, and returns it as it ended. */
+/**
+ * Polls a job until it is succeeded, failed or cancelled, and returns it as it ended. Each poll is held by the
+ * server until the job ends or `intervalMs` passes, so the end is seen at once, not at the next poll.
+ */
 export async function waitForJob(client: Pick<ApiClient, 'getJob'>, jobId: string, options: WaitOptions): Promise<JobView> {
   const interval = options.intervalMs ?? 500;
   const maxUnreachable = options.maxUnreachablePolls ?? 20;
   let unreachable = 0;
   for (;;) {
     let job: JobView;
+    const asked = Date.now();
     try {
-      job = await client.getJob(jobId);
+      job = await client.getJob(jobId, interval);
       unreachable = 0;
     } catch (err) {
       if (!(err instanceof ServerUnreachableError) || ++unreachable > maxUnreachable) throw err;
@@ -309,6 +314,8 @@ export async function waitForJob(client: Pick<ApiClient, 'getJob'>, jobId: strin
     }
     options.onPoll?.(job);
     if (isFinished(job)) return job;
-    await options.sleep(interval);
+    // A server that did not hold the answer (an older one) is polled at the interval, not in a tight loop.
+    const held = Date.now() - asked;
+    if (held < interval / 2) await options.sleep(interval);
   }
 }
