@@ -16,7 +16,7 @@ Wants=network-online.target
 Type=simple
 # Flat memory on long backups: freed chunk buffers go back to the system (see bin/lifeboat-agent).
 Environment=MALLOC_MMAP_THRESHOLD_=262144 MALLOC_ARENA_MAX=2
-ExecStart=${opts.nodePath} ${opts.agentScript} run --config ${opts.configPath}
+ExecStart=${opts.nodePath} --max-semi-space-size=2 ${opts.agentScript} run --config ${opts.configPath}
 Restart=on-failure
 RestartSec=5
 RestartPreventExitStatus=78

@@ -71,7 +71,8 @@ interface Archiver {
 /** An entry of a segment, planned from its lstat: what it is and its header, before any content is read. */
 interface PlannedEntry {
   path: string;
-  kind: 'file' | 'directory' | 'symlink' | 'hardlink';
+  /** 'large-file-header': only the header of a large file, whose content is a segment of its own. */
+  kind: 'file' | 'directory' | 'symlink' | 'hardlink' | 'large-file-header';
   info: Stats;
   header: Buffer;
   /** The symlink's target, or for a hard link the entry name of the copy archived first. */
@@ -135,17 +136,21 @@ export async function archivePaths(paths: readonly string[], exclude: readonly s
   // Pull-based: the generator runs only as fast as the consumer reads, so memory stays near one read buffer.
   async function* tracked(): AsyncGenerator<StreamPiece> {
     let complete = false;
+    let failure: unknown = null;
     try {
       yield* reportProgress(archive(roots, archiver), ctx);
       complete = true;
     } catch (err) {
-      settleMetadata.reject(backupError(err, ctx.signal));
+      failure = err;
       throw err;
     } finally {
       // However the backup ended: the metadata settles only once the spool is gone.
       await manifest.remove();
       if (complete) settleMetadata.resolve({ kind: 'files', paths: roots, ...counts, manifest: manifest.recorded() });
-      else settleMetadata.reject(backupError(ctx.signal.aborted ? abortReason(ctx.signal) : new LifeboatError('source_failed', 'the archive stream was closed before it was complete'), ctx.signal));
+      else {
+        const reason = failure ?? (ctx.signal.aborted ? abortReason(ctx.signal) : new LifeboatError('source_failed', 'the archive stream was closed before it was complete'));
+        settleMetadata.reject(backupError(reason, ctx.signal));
+      }
     }
   }
   const pieces = tracked();
@@ -250,8 +255,11 @@ async function* archiveTree(rootIndex: number, root: string, a: Archiver): Async
         planned = plan(p, 'file', info, { name: entryName(p), type: 'File', info, size: info.size }, a);
         if (planned && info.nlink > 1) a.hardlinks.set(`${info.dev}:${info.ino}`, entryName(p));
         if (planned && info.size >= FILE_SEGMENT.largeFile) {
+          // The header ends the current group and the content is a segment of its own: a change to the file
+          // then rewrites a small group and its changed chunks, never the content's first chunk for a new mtime.
+          group.add({ ...planned, kind: 'large-file-header' });
           yield* group.flush(a);
-          yield* largeFileSegment(rootIndex, planned, a);
+          yield* largeFileContent(rootIndex, planned, a);
           continue;
         }
       }
@@ -336,6 +344,12 @@ class SmallEntryGroup {
     let cacheable = true;
     for (const e of entries) {
       if (a.signal.aborted) throw abortReason(a.signal);
+      if (e.kind === 'large-file-header') {
+        // Its content follows as the next segment, which counts the file and lists it in the manifest.
+        yield e.header;
+        archived.add(e.header, null);
+        continue;
+      }
       if (e.kind !== 'file') {
         yield e.header;
         archived.add(e.header, null);
@@ -450,32 +464,35 @@ function readSmallFile(e: PlannedEntry, a: Archiver): ReadFile | null {
   }
 }
 
-/** A large file: a segment of its own, read in pieces; its chunks are reused unread while its key is unchanged. */
-async function* largeFileSegment(rootIndex: number, e: PlannedEntry, a: Archiver): AsyncGenerator<StreamPiece> {
+/**
+ * A large file's content (its header ended the group before): a segment of its own, read in pieces. Exactly the
+ * size the header promised is archived, whatever happens to the file meanwhile; its chunks are reused unread
+ * while its key (header, inode, times) is unchanged.
+ */
+async function* largeFileContent(rootIndex: number, e: PlannedEntry, a: Archiver): AsyncGenerator<StreamPiece> {
   const planned = new SegmentKey();
   planned.add(e.header, e.info);
-  const reused = a.cache?.lookup(rootIndex, e.path, planned.digest());
+  const key = planned.digest();
+  const reused = a.cache?.lookup(rootIndex, e.path, key);
   if (reused) return yield* reuse(rootIndex, reused, 1, a);
   a.filesRead++;
-  const handle = await orWarnAsync(e.path, a, () => open(e.path, OPEN_FOR_READING));
-  if (!handle) return;
+  const size = e.info.size;
+  const hash = createHash('sha256');
   const lines: ManifestLine[] = [];
+  let unchanged = false;
+  const handle = await orWarnAsync(e.path, a, () => open(e.path, OPEN_FOR_READING), '; its archived copy is zeros');
   try {
-    const opened = await handle.stat();
-    if (!opened.isFile()) return a.warn(`skipped ${shown(e.path)}: it was replaced by something else during the backup`);
-    const header = encodeHeader({ name: entryName(e.path), type: 'File', info: opened, size: opened.size }, a);
-    if (!header) return;
-    yield header;
-    const hash = createHash('sha256');
-    const complete = yield* fileContent(handle, opened.size, e.path, a, hash);
-    await note(a, lines, { path: e.path, type: 'file', size: opened.size, sha256: hash.digest('hex') });
-    const unchanged = complete && (await unchangedWhileRead(handle, opened, e.path, a));
-    const archived = new SegmentKey();
-    archived.add(header, opened);
-    yield segmentEnd(a, rootIndex, e.path, unchanged ? archived.digest() : null, lines);
+    const opened = handle ? await handle.stat() : null;
+    const same = opened !== null && opened.isFile() && opened.size === size && opened.mtimeMs === e.info.mtimeMs;
+    if (opened && !opened.isFile()) a.warn(`${shown(e.path)} was replaced by something else during the backup; its archived copy is zeros`);
+    else if (opened && !same) a.warn(`${shown(e.path)} changed between the walk and its reading; the archived copy may mix old and new content`);
+    const complete = yield* fileContent(opened?.isFile() ? handle! : null, size, e.path, a, hash);
+    unchanged = same && complete && (await unchangedWhileRead(handle!, opened, e.path, a));
   } finally {
-    await handle.close();
+    await handle?.close();
   }
+  await note(a, lines, { path: e.path, type: 'file', size, sha256: hash.digest('hex') });
+  yield segmentEnd(a, rootIndex, e.path, unchanged ? key : null, lines);
 }
 
 /**
@@ -484,9 +501,9 @@ async function* largeFileSegment(rootIndex: number, e: PlannedEntry, a: Archiver
  * and one that grew is cut at the size it had when opened. Returns whether all of it could be read.
  * `hash` takes the content as archived (zeros included): what a restore of this archive writes.
  */
-async function* fileContent(handle: FileHandle, size: number, p: string, a: Archiver, hash: Hash): AsyncGenerator<Buffer, boolean> {
+async function* fileContent(handle: FileHandle | null, size: number, p: string, a: Archiver, hash: Hash): AsyncGenerator<Buffer, boolean> {
   let done = 0;
-  while (done < size) {
+  while (handle && done < size) {
     if (a.signal.aborted) throw abortReason(a.signal);
     const want = Math.min(READ_BYTES, size - done);
     const buffer = Buffer.allocUnsafe(want);
@@ -644,11 +661,11 @@ function orWarn<T>(p: string, a: Archiver, op: () => T, consequence = ''): T | u
 }
 
 /** orWarn for an asynchronous call. */
-async function orWarnAsync<T>(p: string, a: Archiver, op: () => Promise<T>): Promise<T | undefined> {
+async function orWarnAsync<T>(p: string, a: Archiver, op: () => Promise<T>, consequence = ''): Promise<T | undefined> {
   try {
     return await op();
   } catch (err) {
-    return survivable(err, p, a, '');
+    return survivable(err, p, a, consequence);
   }
 }
 
