@@ -72,9 +72,35 @@ export function encoder(pool: EncoderPool | null): (plain: Buffer, level: number
 }
 
 let shared: EncoderPool | null | undefined;
+let users = 0;
+let closeTimer: NodeJS.Timeout | null = null;
+/** How long the pool outlives its last user: the artifacts of one backup follow each other closely. */
+const IDLE_CLOSE_MS = 1000;
 
-/** The agent's one pool, started on first use. */
-export function sharedEncoder(): (plain: Buffer, level: number, keys: ChunkKeys | null) => Promise<EncodedChunk> {
+/**
+ * The agent's one pool, started on first use and stopped a moment after its last user released it: idle worker
+ * threads would hold their memory (a V8 isolate each) through restores and quiet hours.
+ */
+export function acquireEncoder(): { encode: (plain: Buffer, level: number, keys: ChunkKeys | null) => Promise<EncodedChunk>; release: () => void } {
+  if (closeTimer) clearTimeout(closeTimer);
+  closeTimer = null;
   if (shared === undefined) shared = EncoderPool.create();
-  return encoder(shared);
+  const pool = shared;
+  users++;
+  let released = false;
+  return {
+    encode: encoder(pool),
+    release: () => {
+      if (released) return;
+      released = true;
+      if (--users > 0) return;
+      closeTimer = setTimeout(() => {
+        closeTimer = null;
+        if (users > 0 || shared !== pool) return;
+        shared = undefined;
+        void pool?.close();
+      }, IDLE_CLOSE_MS);
+      closeTimer.unref();
+    },
+  };
 }

@@ -14,7 +14,7 @@ import {
   type RepositoryKeys,
   type EncodedChunk,
 } from '@lifeboat/shared';
-import { sharedEncoder } from './encoder-pool.js';
+import { acquireEncoder } from './encoder-pool.js';
 import type { ServerLink, TransferMessage } from './link.js';
 import type { BackupStream, JobContext, StreamPiece } from './sources/source.js';
 
@@ -152,7 +152,8 @@ export async function uploadArtifact(
     check();
   };
 
-  const encode = sharedEncoder();
+  const encoder = acquireEncoder();
+  const encode = encoder.encode;
   /** Chunks being encoded, in stream order: a few at once keep the worker threads busy. */
   const encoding: Promise<EncodedChunk>[] = [];
   const encodingSizes: number[] = [];
@@ -243,6 +244,7 @@ export async function uploadArtifact(
   } finally {
     ctx.signal.removeEventListener('abort', onAbort);
     unsubscribe();
+    encoder.release();
   }
 }
 
