@@ -134,7 +134,7 @@ export const artifactFields = {
   chunks: ChunkList,
 };
 
-/** An artifact as a restore needs it: the ordered chunks, what the whole stream must hash to, and its metadata. */
+/** An artifact as a restore needs it: the ordered chunks, the digest of their list, and its metadata. */
 export const ArtifactForRestore = z.object({ artifactId: z.string(), ...artifactFields });
 export type ArtifactForRestore = z.infer<typeof ArtifactForRestore>;
 

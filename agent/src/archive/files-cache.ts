@@ -2,7 +2,6 @@ import { closeSync, fsyncSync, mkdirSync, openSync, readSync, renameSync, rmSync
 import path from 'node:path';
 import { z } from 'zod';
 import { ChunkRef, Sha256Hex, type Logger } from '@lifeboat/shared';
-import type { ManifestLine } from './tar-writer.js';
 
 /**
  * The files cache, as restic and borg keep one: what the previous backup of this plan step made of each
@@ -24,12 +23,18 @@ const FORMAT = 'lifeboat files cache v1';
 
 const CacheHeader = z.object({ format: z.literal(FORMAT), identity: z.string() });
 
-const ManifestLineSchema = z.union([
+/**
+ * One line of an archive's per-file manifest (tar-writer.ts), for each entry archived; `path` is the path as
+ * backed up (the entry name with its "/"). A hard link is another name of a file archived earlier (`target`, as
+ * backed up), restored as a hard link to it.
+ */
+export const ManifestLine = z.discriminatedUnion('type', [
   z.object({ path: z.string(), type: z.literal('file'), size: z.number().int().min(0), sha256: Sha256Hex }),
   z.object({ path: z.string(), type: z.literal('directory') }),
   z.object({ path: z.string(), type: z.literal('symlink'), target: z.string() }),
   z.object({ path: z.string(), type: z.literal('hardlink'), target: z.string() }),
 ]);
+export type ManifestLine = z.infer<typeof ManifestLine>;
 
 const SegmentRecord = z.object({
   /** The listed root the segment is in (its index), and the path of its first entry: its place in walk order. */
@@ -37,7 +42,7 @@ const SegmentRecord = z.object({
   first: z.string(),
   key: Sha256Hex,
   chunks: z.array(ChunkRef).min(1),
-  manifest: z.array(ManifestLineSchema),
+  manifest: z.array(ManifestLine),
 });
 export type SegmentRecord = z.infer<typeof SegmentRecord>;
 

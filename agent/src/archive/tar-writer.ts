@@ -9,7 +9,7 @@ import { Header, Pax, type HeaderData } from 'tar';
 import { FILE_SEGMENT, LifeboatError, type ArtifactMetadata, type ChunkRef } from '@lifeboat/shared';
 import { abortReason, fsReason, isCode, isFsError, shown, throttled } from '../fs-errors.js';
 import type { JobContext, StreamPiece } from '../sources/source.js';
-import { FilesCache, type SegmentRecord } from './files-cache.js';
+import { FilesCache, type ManifestLine, type SegmentRecord } from './files-cache.js';
 
 /**
  * The backup half of the files source: walks the listed paths and produces their tar stream.
@@ -42,13 +42,7 @@ type Counts = Omit<FilesMetadata, 'kind' | 'paths' | 'manifest'>;
  */
 export const MANIFEST_ENTRY_NAME = './.lifeboat-manifest.jsonl';
 
-/** One line of the manifest, for each entry archived; `path` is the path as backed up (the entry name with its "/"). */
-export type ManifestLine =
-  | { path: string; type: 'file'; size: number; sha256: string }
-  | { path: string; type: 'directory' }
-  | { path: string; type: 'symlink'; target: string }
-  /** Another name of a file archived earlier (`target`, as backed up): restored as a hard link to it. */
-  | { path: string; type: 'hardlink'; target: string };
+export type { ManifestLine };
 
 /** Manifest lines are written to the spool file in pieces of about this size. */
 const SPOOL_FLUSH_BYTES = 64 * 1024;

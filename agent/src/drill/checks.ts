@@ -9,7 +9,7 @@ import { formatBytes, LifeboatError, redact, type ArtifactMetadata, type DrillCh
 import { childEnv, runChild } from '../child.js';
 import { connectMysql, mysqlErrorReason } from '../db/mysql-tools.js';
 import { connectPostgres, pgReason } from '../db/postgres-tools.js';
-import type { ManifestLine } from '../archive/tar-writer.js';
+import { ManifestLine } from '../archive/files-cache.js';
 import { abortReason, fsReason, isCode, shown } from '../fs-errors.js';
 
 /**
@@ -218,24 +218,13 @@ function parseManifestLine(text: string): ManifestLine | null {
   } catch {
     return null;
   }
-  if (typeof value !== 'object' || value === null) return null;
-  const line = value as Record<string, unknown>;
-  const p = line.path;
-  if (typeof p !== 'string' || !p.startsWith('/') || path.posix.normalize(p) !== p || p.includes('\0')) return null;
-  switch (line.type) {
-    case 'directory':
-      return { path: p, type: 'directory' };
-    case 'file':
-      if (typeof line.size !== 'number' || typeof line.sha256 !== 'string') return null;
-      return { path: p, type: 'file', size: line.size, sha256: line.sha256 };
-    case 'symlink':
-    case 'hardlink':
-      if (typeof line.target !== 'string') return null;
-      if (line.type === 'hardlink' && (!line.target.startsWith('/') || path.posix.normalize(line.target) !== line.target)) return null;
-      return { path: p, type: line.type, target: line.target };
-    default:
-      return null;
-  }
+  const parsed = ManifestLine.safeParse(value);
+  if (!parsed.success) return null;
+  const line = parsed.data;
+  const normalAbsolute = (p: string) => p.startsWith('/') && path.posix.normalize(p) === p && !p.includes('\0');
+  if (!normalAbsolute(line.path)) return null;
+  if (line.type === 'hardlink' && !normalAbsolute(line.target)) return null;
+  return line;
 }
 
 type EntryVerdict = null | 'link left out' | string;

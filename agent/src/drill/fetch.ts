@@ -6,9 +6,9 @@ import type { JobContext } from '../sources/source.js';
 
 /** How an artifact's download ended, as the drill reports it in "chunks and stream verified". */
 export type FetchOutcome =
-  /** Every chunk arrived, decoded and matched its id, and the whole stream matched its SHA-256 and size. */
+  /** Every chunk arrived, decoded and matched its id; the chunk list matched its recorded digest, the stream its size. */
   | { state: 'verified' }
-  /** A chunk (or the whole stream) failed verification, was missing, or the job was cancelled. */
+  /** A chunk (or the chunk list, or the size) failed verification, was missing, or the job was cancelled. */
   | { state: 'failed'; error: LifeboatError }
   /** The consumer stopped reading before the end (its restore failed first): not verified to the end. */
   | { state: 'unfinished' };

@@ -400,7 +400,7 @@ class ArtifactDrill {
     if (fetched.state === 'unfinished') {
       return checkResult(name, false, `not verified to the end: the restore stopped reading first${attempt.failure ? ` (${attempt.failure.message})` : ''}`);
     }
-    const verified = `${artifact.chunks.length} chunk${artifact.chunks.length === 1 ? '' : 's'} fetched, each decoded and matching its id; the whole stream (${formatBytes(artifact.size)}) matches its recorded SHA-256`;
+    const verified = `${artifact.chunks.length} chunk${artifact.chunks.length === 1 ? '' : 's'} fetched, each decoded and matching its id, in the order their recorded digest pins; ${formatBytes(artifact.size)} in all`;
     if (note !== undefined && attempt.failure) return checkResult(name, false, `${verified}, but the restore failed: ${attempt.failure.message}`);
     return checkResult(name, true, note ? `${verified}; ${note}` : verified);
   }
