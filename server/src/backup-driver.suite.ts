@@ -22,6 +22,8 @@ import { JobService, type AgentLink } from './jobs.js';
 export interface BackupDriver {
   jobs: JobService;
   encryption: RepositoryEncryption;
+  /** Every message the server sent to an agent, in order. */
+  sent: { agentId: string; type: string; payload: Record<string, unknown> }[];
   /** Enrolls an agent directly in the catalog; returns its id. */
   enroll(name: string): string;
   backUp(planId: string, artifacts: { name: string; content: Buffer }[], options?: { keys?: ChunkKeys & { keyCheck: string } }): Promise<{ snapshotId: string; sent: number }>;
@@ -53,6 +55,7 @@ export function backupDriver(catalog: Catalog, backend: StoreBackend, clock: () 
   return {
     jobs,
     encryption,
+    sent,
     enroll(name) {
       const agentId = `agt_${name.replace(/[^a-z0-9]/g, '')}`;
       const token = `tok-${name}`;

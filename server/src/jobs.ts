@@ -76,12 +76,16 @@ interface LiveJob {
   progressWrittenAt: number;
   /** Every chunk this job's uploads offered: garbage collection must not take them until the job ends. */
   chunkIds: Set<string>;
+  /** Chunks a chunks.query found in the store: claimed in chunkIds, so an offer of one needs no second look. */
+  confirmed: Set<string>;
 }
 
 const RESTORE_TIMEOUT_MS = 48 * 3_600_000;
 const MAX_WARNINGS = 1000;
 const PROGRESS_WRITE_INTERVAL_MS = 1000;
 const MAX_ARTIFACTS = 1000;
+/** Store lookups in flight at once while answering a chunks.query. */
+const QUERY_CONCURRENCY = 32;
 /** Automatic retries of a backup whose connection was lost. */
 const MAX_RETRIES = 3;
 
@@ -280,7 +284,7 @@ export class JobService {
   }
 
   private newLive(job: JobRow, plan: Plan | null, allowedChunks: Map<string, number> | null): LiveJob {
-    return { id: job.id, kind: job.kind, agentId: job.agentId, planId: job.planId, plan, uploads: new Map(), stored: new Map(), allowedChunks, startedAt: null, warnings: [], progressWrittenAt: -Infinity, chunkIds: new Set() };
+    return { id: job.id, kind: job.kind, agentId: job.agentId, planId: job.planId, plan, uploads: new Map(), stored: new Map(), allowedChunks, startedAt: null, warnings: [], progressWrittenAt: -Infinity, chunkIds: new Set(), confirmed: new Set() };
   }
 
   /** A run that could not start within the plan's window is dropped rather than run late. */
@@ -373,7 +377,7 @@ export class JobService {
         // A chunk garbage collection is deleting right now is missing, whatever the store still says.
         const deleting = this.deleting.get(p.chunkId);
         if (deleting) await deleting;
-        if (!upload.wanted.has(p.chunkId) && (await this.chunks.has(p.chunkId))) {
+        if (!upload.wanted.has(p.chunkId) && (live.confirmed.has(p.chunkId) || (await this.chunks.has(p.chunkId)))) {
           upload.pending--;
           this.link?.send(agentId, 'chunk.have', { uploadId: p.uploadId, chunkId: p.chunkId });
           return;
@@ -488,12 +492,17 @@ export class JobService {
   async onChunksQuery(agentId: string, p: PayloadOf<typeof AgentMessages, 'chunks.query'>): Promise<void> {
     const live = this.requireLive(agentId, p.jobId);
     if (live.kind !== 'backup') throw new LifeboatError('protocol', `job ${p.jobId} is not a backup`);
-    const absent: string[] = [];
-    for (const chunkId of p.chunkIds) {
-      // Claimed before the check: a collection starting now skips it; one already deleting it makes it absent.
-      live.chunkIds.add(chunkId);
-      if (this.deleting.has(chunkId) || !(await this.chunks.has(chunkId))) absent.push(chunkId);
+    // Claimed before the check: a collection starting now skips them; one already deleting a chunk makes it absent.
+    for (const chunkId of p.chunkIds) live.chunkIds.add(chunkId);
+    const present = new Array<boolean>(p.chunkIds.length);
+    // A few lookups at a time: each is a round trip to the store (a stat, or a request to a bucket).
+    for (let at = 0; at < p.chunkIds.length; at += QUERY_CONCURRENCY) {
+      const batch = p.chunkIds.slice(at, at + QUERY_CONCURRENCY);
+      const found = await Promise.all(batch.map(async (id) => !this.deleting.has(id) && (await this.chunks.has(id))));
+      found.forEach((f, i) => (present[at + i] = f));
     }
+    const absent = p.chunkIds.filter((id, i) => !present[i] || this.deleting.has(id));
+    for (const [i, id] of p.chunkIds.entries()) if (present[i] && !this.deleting.has(id)) live.confirmed.add(id);
     this.link?.send(agentId, 'chunks.absent', { queryId: p.queryId, chunkIds: absent });
   }
 

@@ -1,0 +1,52 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { FsBackend, Plan } from '@lifeboat/shared';
+import { backupDriver, type BackupDriver } from './backup-driver.suite.js';
+import { Catalog } from './catalog/catalog.js';
+import { openCatalogDb } from './catalog/db.js';
+
+let dir: string;
+let catalog: Catalog;
+let driver: BackupDriver;
+const clock = Date.parse('2025-03-01T02:00:00Z');
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'lifeboat-chunks-query-'));
+  catalog = new Catalog(openCatalogDb(join(dir, 'catalog.db')));
+  driver = backupDriver(catalog, new FsBackend(join(dir, 'store')), () => clock);
+  driver.enroll('web-1');
+  catalog.applyPlans(['web', 'app'].map((id) => Plan.parse({ id, agent: 'web-1', steps: [{ files: { paths: [`/srv/${id}`] } }] })), clock);
+});
+afterEach(async () => {
+  catalog.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('chunks.query (what a files cache may reuse)', () => {
+  it('names the absent chunks, and keeps the present ones from garbage collection until the job ends', async () => {
+    const { snapshotId } = await driver.backUp('web', [{ name: 'site', content: randomBytes(3_000_000) }]);
+    const stored = catalog.artifactsOf(snapshotId).flatMap((a) => catalog.chunksOf(a.id).map((c) => c.id));
+    expect(stored.length).toBeGreaterThan(1);
+    const never = 'f'.repeat(64);
+    const { job } = driver.jobs.requestBackup('app', 'manual');
+    driver.jobs.onStarted(job.agentId, { jobId: job.id });
+    for (const id of stored) expect(driver.jobs.isChunkInFlight(id)).toBe(false);
+
+    const queryId = randomUUID();
+    await driver.jobs.onChunksQuery(job.agentId, { jobId: job.id, queryId, chunkIds: [...stored, never] });
+    const answer = driver.sent.find((m) => m.type === 'chunks.absent' && m.payload.queryId === queryId);
+    expect(answer?.payload.chunkIds).toEqual([never]);
+    for (const id of stored) expect(driver.jobs.isChunkInFlight(id)).toBe(true);
+    expect(await driver.jobs.deleteChunkUnlessInFlight(stored[0]!, async () => {})).toBe(false);
+
+    await driver.jobs.onFinished(job.agentId, { jobId: job.id, ok: false, error: { code: 'cancelled', message: 'test' } });
+    expect(driver.jobs.isChunkInFlight(stored[0]!)).toBe(false);
+  });
+
+  it('refuses a query from a job that is not a backup in progress', async () => {
+    await expect(driver.jobs.onChunksQuery('agt_web1', { jobId: 'job_none', queryId: randomUUID(), chunkIds: ['a'.repeat(64)] })).rejects.toMatchObject({ code: 'protocol' });
+  });
+});
