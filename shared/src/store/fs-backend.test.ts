@@ -22,5 +22,17 @@ describe('FsBackend writes', () => {
       await cleanup();
     }
   });
-});
 
+  it('writes into a directory removed since its last write (it remembers the directories it made)', async () => {
+    const { backend, cleanup, dir } = await openFs();
+    try {
+      await backend.put('chunks/01/a', Buffer.from('a'));
+      await backend.delete('chunks/01/a');
+      await rm(join(dir, 'chunks/01'), { recursive: true });
+      await backend.put('chunks/01/b', Buffer.from('b'));
+      expect((await backend.get('chunks/01/b')).toString()).toBe('b');
+    } finally {
+      await cleanup();
+    }
+  });
+});

@@ -13,6 +13,9 @@ const TEMP_PREFIX = '.tmp-';
  * whole object or none under its name, and a failed fsync fails the write.
  */
 export class FsBackend implements StoreBackend {
+  /** Directories known to exist: a put into one skips its mkdir (a round trip per chunk otherwise). */
+  private readonly madeDirs = new Set<string>();
+
   constructor(readonly root: string) {}
 
   private pathOf(key: string): string {
@@ -35,10 +38,21 @@ export class FsBackend implements StoreBackend {
   async put(key: string, bytes: Buffer): Promise<void> {
     const path = this.pathOf(key);
     const dir = dirname(path);
-    await mkdir(dir, { recursive: true });
     const temp = join(dir, `${TEMP_PREFIX}${randomBytes(6).toString('hex')}`);
+    const openTemp = () => open(temp, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600);
     try {
-      const handle = await open(temp, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600);
+      if (!this.madeDirs.has(dir)) {
+        await mkdir(dir, { recursive: true });
+        this.madeDirs.add(dir);
+      }
+      const handle = await openTemp().catch(async (err: NodeJS.ErrnoException) => {
+        // Removed since (an emptied shard): make it again.
+        if (err.code !== 'ENOENT') throw err;
+        this.madeDirs.delete(dir);
+        await mkdir(dir, { recursive: true });
+        this.madeDirs.add(dir);
+        return openTemp();
+      });
       try {
         await handle.writeFile(bytes);
         await handle.sync();
