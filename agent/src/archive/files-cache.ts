@@ -98,7 +98,7 @@ export class FilesCache {
       const scan = RecordCursor.open(options.file, options.identity);
       if (scan) {
         try {
-          for (let r = scan.next(); r; r = scan.next()) for (const c of r.chunks) ids.add(c.id);
+          for (let chunkIds = scan.nextChunkIds(); chunkIds; chunkIds = scan.nextChunkIds()) for (const id of chunkIds) ids.add(id);
         } finally {
           scan.close();
         }
@@ -223,6 +223,18 @@ class RecordCursor {
     const parsed = SegmentRecord.safeParse(safeJson(text));
     if (!parsed.success) throw new Error('a damaged record');
     return parsed.data;
+  }
+
+  /**
+   * Only the chunk ids of the next record (for the question to the server): a light read, no validation — the
+   * records themselves are validated when the walk reaches them.
+   */
+  nextChunkIds(): string[] | null {
+    const text = this.line();
+    if (text === null) return null;
+    const chunks = (safeJson(text) as { chunks?: unknown } | null)?.chunks;
+    if (!Array.isArray(chunks)) throw new Error('a damaged record');
+    return chunks.map((c: { id?: unknown }) => (typeof c?.id === 'string' && /^[0-9a-f]{64}$/.test(c.id) ? c.id : '')).filter(Boolean);
   }
 
   /** The record starting exactly at (root, first), skipping those before it in walk order; null if there is none. */
