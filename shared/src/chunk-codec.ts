@@ -57,9 +57,9 @@ export function chunkId(plain: Uint8Array, keys?: ChunkKeys | null): string {
  * would, and a backup can compute it for chunks it reused without reading them.
  */
 export function chunkListDigest(chunks: Iterable<{ id: string; size: number }>): string {
-  const hash = createHash('sha256').update('lifeboat chunk list v1\n');
-  for (const c of chunks) hash.update(`${c.id} ${c.size}\n`);
-  return hash.digest('hex');
+  const digest = new ChunkListDigest();
+  for (const c of chunks) digest.add(c.id, c.size);
+  return digest.digest();
 }
 
 /** chunkListDigest, fed one chunk at a time. */
