@@ -154,13 +154,13 @@ export async function uploadArtifact(
 
   const encoder = acquireEncoder();
   const encode = encoder.encode;
-  /** Chunks being encoded, in stream order: a few at once keep the worker threads busy. */
-  const encoding: Promise<EncodedChunk>[] = [];
-  const encodingSizes: number[] = [];
+  /** Chunks being encoded, in stream order, with their plain sizes: a few at once keep the worker threads busy. */
+  const encoding: { chunk: Promise<EncodedChunk>; length: number }[] = [];
   let encodingBytes = 0;
   const nextEncoded = async () => {
-    encodingBytes -= encodingSizes.shift()!;
-    return await encoding.shift()!;
+    const next = encoding.shift()!;
+    encodingBytes -= next.length;
+    return await next.chunk;
   };
   /** The chunks of the segment being read (files source), for its segment end. */
   let segmentChunks: Promise<ChunkRef>[] = [];
@@ -171,8 +171,7 @@ export async function uploadArtifact(
     chunks++;
     const pending = encode(plain, options.compressionLevel, options.keys);
     pending.catch(() => undefined);
-    encoding.push(pending);
-    encodingSizes.push(length);
+    encoding.push({ chunk: pending, length });
     encodingBytes += length;
     if (artifact.pieces) {
       const ref = pending.then((c) => ({ id: c.id, size: c.size }));

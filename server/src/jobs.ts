@@ -501,8 +501,11 @@ export class JobService {
       const found = await Promise.all(batch.map(async (id) => !this.deleting.has(id) && (await this.chunks.has(id))));
       found.forEach((f, i) => (present[at + i] = f));
     }
-    const absent = p.chunkIds.filter((id, i) => !present[i] || this.deleting.has(id));
-    for (const [i, id] of p.chunkIds.entries()) if (present[i] && !this.deleting.has(id)) live.confirmed.add(id);
+    const absent: string[] = [];
+    for (const [i, id] of p.chunkIds.entries()) {
+      if (present[i] && !this.deleting.has(id)) live.confirmed.add(id);
+      else absent.push(id);
+    }
     this.link?.send(agentId, 'chunks.absent', { queryId: p.queryId, chunkIds: absent });
   }
 
