@@ -18,3 +18,4 @@ export * from './restore-args.js';
 export const LIFEBOAT_VERSION = '0.1.0';
 export * from './store/backend.js';
 export * from './store/fs-backend.js';
+export * from './store/pack.js';

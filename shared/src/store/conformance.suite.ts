@@ -22,6 +22,22 @@ export function storeBackendConformance(name: string, open: () => Promise<{ back
       }
     });
 
+    it('reads a range of an object, and refuses one past its end', async () => {
+      const { backend, cleanup } = await open();
+      try {
+        const bytes = randomBytes(100_000);
+        await backend.put('packs/ab/range', bytes);
+        expect((await backend.getRange('packs/ab/range', 0, 10)).equals(bytes.subarray(0, 10))).toBe(true);
+        expect((await backend.getRange('packs/ab/range', 54_321, 40_000)).equals(bytes.subarray(54_321, 94_321))).toBe(true);
+        expect((await backend.getRange('packs/ab/range', 99_999, 1)).equals(bytes.subarray(99_999))).toBe(true);
+        await expect(backend.getRange('packs/ab/range', 99_990, 20)).rejects.toMatchObject({ code: 'integrity' });
+        await expect(backend.getRange('packs/ab/range', 100_000, 5)).rejects.toMatchObject({ code: 'integrity' });
+        await expect(backend.getRange('packs/ab/none', 0, 5)).rejects.toMatchObject({ code: 'not_found' });
+      } finally {
+        await cleanup();
+      }
+    });
+
     it('rejects get of a missing object with not_found', async () => {
       const { backend, cleanup } = await open();
       try {

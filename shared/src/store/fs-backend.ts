@@ -79,6 +79,28 @@ export class FsBackend implements StoreBackend {
     }
   }
 
+  async getRange(key: string, offset: number, length: number): Promise<Buffer> {
+    let handle;
+    try {
+      handle = await open(this.pathOf(key), constants.O_RDONLY);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new LifeboatError('not_found', `the store has no object ${key}`);
+      throw err;
+    }
+    try {
+      const out = Buffer.allocUnsafe(length);
+      let filled = 0;
+      while (filled < length) {
+        const { bytesRead } = await handle.read(out, filled, length - filled, offset + filled);
+        if (bytesRead === 0) throw new LifeboatError('integrity', `${key} ends at ${offset + filled}, before bytes ${offset}–${offset + length} (truncated)`);
+        filled += bytesRead;
+      }
+      return out;
+    } finally {
+      await handle.close();
+    }
+  }
+
   async delete(key: string): Promise<void> {
     await rm(this.pathOf(key), { force: true });
   }

@@ -167,6 +167,24 @@ export class S3Backend implements StoreBackend {
     }
   }
 
+  async getRange(key: string, offset: number, length: number): Promise<Buffer> {
+    const objectKey = this.objectKey(key);
+    const truncated = () => new LifeboatError('integrity', `${key} ends before bytes ${offset}–${offset + length} (truncated)`);
+    if (length === 0) return Buffer.alloc(0);
+    try {
+      const response = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: objectKey, Range: `bytes=${offset}-${offset + length - 1}` }));
+      const body = response.Body;
+      if (!(body instanceof Readable)) throw new LifeboatError('store_failed', `reading ${key}: ${this.endpointLabel} sent no body`);
+      const bytes = await readBounded(body, response.ContentLength, length, key);
+      if (bytes.length !== length) throw truncated();
+      return bytes;
+    } catch (err) {
+      if (isNotFound(err)) throw new LifeboatError('not_found', `the store has no object ${key}`);
+      if (errorName(err) === 'InvalidRange' || httpStatus(err) === 416) throw truncated();
+      throw this.failure(err, `reading ${key}`);
+    }
+  }
+
   async delete(key: string): Promise<void> {
     const objectKey = this.objectKey(key);
     try {
