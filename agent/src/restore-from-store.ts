@@ -1,5 +1,4 @@
 import {
-  chunkKey,
   Cipher,
   deriveRepositoryKeys,
   describeError,
@@ -10,6 +9,8 @@ import {
   readSnapshotManifest,
   snapshotManifestKey,
   SNAPSHOTS_PREFIX,
+  StorePackIndex,
+  type ChunkReader,
   type ArtifactForRestore,
   type RepositoryKeys,
   type RestoreTarget,
@@ -26,7 +27,7 @@ import { sourceFor, targetFor } from './sources/registry.js';
  * chunk by chunk (restore/store-reader.ts, every chunk verified) into the same Source restore as a normal restore.
  */
 
-type StoreReader = Pick<StoreBackend, 'get' | 'has' | 'list'>;
+type StoreReader = Pick<StoreBackend, 'get' | 'getRange' | 'has' | 'list'>;
 type Manifest = Omit<SnapshotManifest, 'plan'> & { plan: SnapshotManifest['plan'] | null };
 
 export interface StoreSnapshotSummary {
@@ -147,7 +148,10 @@ export async function restoreFromStore(options: StoreRestoreOptions): Promise<St
   const { manifest, remarks } = await readStoreManifest(store, options.snapshotId);
   const { keys, remark } = await repositoryKeys(store, options.passphrase);
   if (remark) remarks.push(remark);
-  if (!keys) await refuseEncryptedWithoutSettings(store, manifest);
+  // Where each chunk lies: the packs' index objects, read once (the catalog that knows it is on the lost server).
+  const chunks = await StorePackIndex.load(store);
+  for (const problem of chunks.problems.slice(0, 20)) remarks.push(`a pack index could not be read (its chunks count as missing): ${problem}`);
+  if (!keys) await refuseEncryptedWithoutSettings(chunks, manifest);
   const steps = manifest.artifacts.map((a) => a.step);
   const unknown = (options.artifacts ?? []).filter((n) => !steps.includes(n));
   if (unknown.length) throw new LifeboatError('bad_request', `snapshot ${manifest.snapshotId} has no artifact ${unknown.join(', ')} (it has ${steps.join(', ')})`);
@@ -166,7 +170,7 @@ export async function restoreFromStore(options: StoreRestoreOptions): Promise<St
   for (const [index, { artifact, target }] of plan.entries()) {
     ctx.log.info(`artifact ${index + 1}/${plan.length}: ${artifact.kind} ${artifact.name} (${artifact.chunks.length} chunks) → ${target.kind === 'dir' ? target.path : `${target.kind} ${target.database}`}`);
     const phase = `restoring ${index + 1}/${plan.length} ${artifact.kind}`;
-    const input = readArtifact(store, artifact, keys, {
+    const input = readArtifact(chunks, artifact, keys, {
       readAhead: options.readAhead,
       signal: ctx.signal,
       onProgress: (bytes) => ctx.progress(phase, bytes, artifact.size),
@@ -185,12 +189,12 @@ export async function restoreFromStore(options: StoreRestoreOptions): Promise<St
 }
 
 /** Encrypted chunks in a store that lost its encryption settings: say so before anything is written. */
-async function refuseEncryptedWithoutSettings(store: StoreReader, manifest: Manifest): Promise<void> {
+async function refuseEncryptedWithoutSettings(chunks: ChunkReader, manifest: Manifest): Promise<void> {
   const first = manifest.artifacts.find((a) => a.chunks.length > 0)?.chunks[0];
   if (!first) return;
   let header;
   try {
-    header = readChunkHeader(await store.get(chunkKey(first.id)));
+    header = readChunkHeader(await chunks.readChunk(first.id));
   } catch {
     return; // Reported, with the artifact it belongs to, when the restore reads it.
   }

@@ -27,10 +27,10 @@ import {
   type ServerMessages,
   type WireError,
 } from '@lifeboat/shared';
-import type { Catalog, ChunkRow, DrillRow, JobRow, NewArtifact } from './catalog/catalog.js';
+import type { Catalog, DrillRow, JobRow, NewArtifact } from './catalog/catalog.js';
 import type { RepositoryEncryption } from './encryption.js';
 import type { StoreBackend } from '@lifeboat/shared';
-import { ChunkStore } from './store/chunks.js';
+import { ChunkStore, type PackWriter } from './store/chunks.js';
 
 /** What the job service needs from the WebSocket hub (and nothing more). */
 export interface AgentLink {
@@ -51,10 +51,10 @@ interface Upload {
   chunks: ChunkRef[];
   /** Chunks asked for and not yet received: how many times each is still expected, and its plaintext size. */
   wanted: Map<string, { count: number; size: number }>;
-  /** Offers and frames are handled strictly in arrival order, one at a time… */
+  /** Offers and frames are handled strictly in arrival order, one at a time. */
   chain: Promise<void>;
-  /** …but the chunks they bring are written to the store concurrently (each write is fsynced: latency, not work). */
-  writes: Set<Promise<void>>;
+  /** Packs the chunks that arrive; they are durable only once it is flushed, at the artifact's end. */
+  writer: PackWriter;
   /** Offers not yet settled (answered "have", or uploaded and acknowledged). */
   pending: number;
   error: WireError | null;
@@ -84,8 +84,6 @@ const RESTORE_TIMEOUT_MS = 48 * 3_600_000;
 const MAX_WARNINGS = 1000;
 const PROGRESS_WRITE_INTERVAL_MS = 1000;
 const MAX_ARTIFACTS = 1000;
-/** Store lookups in flight at once while answering a chunks.query. */
-const QUERY_CONCURRENCY = 32;
 /** Automatic retries of a backup whose connection was lost. */
 const MAX_RETRIES = 3;
 
@@ -111,12 +109,11 @@ interface RestoreParams {
 export class JobService {
   private readonly live = new Map<string, LiveJob>();
   private readonly uploads = new Map<string, LiveJob>();
-  private readonly chunks: ChunkStore;
+  /** The store's chunks, and the packs being written (garbage collection shares both). */
+  readonly store: ChunkStore;
   private readonly garbage = new GarbageMeter(8 * 1024 * 1024);
-  /** Chunks garbage collection is deleting, until the deletion is done. */
-  private readonly deleting = new Map<string, Promise<void>>();
-  /** Stored sizes of chunks just written, for `lifeboat stats`: recorded in batches, not one fsync per chunk. */
-  private storedChunks: ChunkRow[] = [];
+  /** Chunk claims of backups whose snapshot is being recorded: no longer live, not yet referenced. */
+  private readonly recording = new Set<Set<string>>();
   private link: AgentLink | null = null;
 
   constructor(
@@ -126,7 +123,7 @@ export class JobService {
     private readonly clock: Clock,
     private readonly log: Logger,
   ) {
-    this.chunks = new ChunkStore(backend);
+    this.store = new ChunkStore(backend, catalog, clock);
   }
 
   attach(link: AgentLink): void {
@@ -351,7 +348,7 @@ export class JobService {
       this.link?.send(agentId, 'upload.failed', { jobId: p.jobId, uploadId: p.uploadId, error });
       return;
     }
-    const upload: Upload = { uploadId: p.uploadId, step: p.step, kind: p.kind, name: p.name, size: 0, chunks: [], wanted: new Map(), chain: Promise.resolve(), writes: new Set(), pending: 0, error: null };
+    const upload: Upload = { uploadId: p.uploadId, step: p.step, kind: p.kind, name: p.name, size: 0, chunks: [], wanted: new Map(), chain: Promise.resolve(), writer: this.store.writer(), pending: 0, error: null };
     live.uploads.set(p.uploadId, upload);
     this.uploads.set(p.uploadId, live);
   }
@@ -374,10 +371,7 @@ export class JobService {
     upload.chain = upload.chain.then(async () => {
       if (upload.error) return;
       try {
-        // A chunk garbage collection is deleting right now is missing, whatever the store still says.
-        const deleting = this.deleting.get(p.chunkId);
-        if (deleting) await deleting;
-        if (!upload.wanted.has(p.chunkId) && (live.confirmed.has(p.chunkId) || (await this.chunks.has(p.chunkId)))) {
+        if (!upload.wanted.has(p.chunkId) && (live.confirmed.has(p.chunkId) || upload.writer.holds(p.chunkId) || this.store.has(p.chunkId))) {
           upload.pending--;
           this.link?.send(agentId, 'chunk.have', { uploadId: p.uploadId, chunkId: p.chunkId });
           return;
@@ -408,45 +402,24 @@ export class JobService {
       if (this.encryption.current && readChunkHeader(frame.data).cipher !== Cipher.Aes256Gcm) {
         return this.failUpload(live, upload, new LifeboatError('integrity', 'this repository is encrypted; an unencrypted chunk was refused'));
       }
-      const write = (async () => {
-        try {
-          this.garbage.add(frame.data.length * 2);
-          await this.deleting.get(frame.chunkId);
-          const put = await this.chunks.put(frame.chunkId, frame.data, size);
-          if (put.written) this.noteStoredChunk({ id: frame.chunkId, storedSize: put.storedSize, plainSize: size, createdAt: this.clock(), lastUsedAt: this.clock() });
-          if (upload.error) return;
-          upload.pending--;
-          this.link?.send(agentId, 'chunk.ack', { uploadId: upload.uploadId, chunkId: frame.chunkId });
-        } catch (err) {
-          this.failUpload(live, upload, err);
-        }
-      })();
-      upload.writes.add(write);
-      void write.finally(() => upload.writes.delete(write));
+      try {
+        this.garbage.add(frame.data.length);
+        upload.writer.add(frame.chunkId, frame.data, size);
+        // Acknowledged once packed, not once durable: the artifact's end waits for that.
+        await upload.writer.ready();
+        if (upload.error) return;
+        upload.pending--;
+        this.link?.send(agentId, 'chunk.ack', { uploadId: upload.uploadId, chunkId: frame.chunkId });
+      } catch (err) {
+        this.failUpload(live, upload, err);
+      }
     });
   }
 
-  private noteStoredChunk(row: ChunkRow): void {
-    this.storedChunks.push(row);
-    if (this.storedChunks.length >= 128) this.flushStoredChunks();
-  }
-
-  /** Only statistics: a record lost to a crash makes `lifeboat stats` count that chunk at its plain size. */
-  private flushStoredChunks(): void {
-    if (this.storedChunks.length === 0) return;
-    const rows = this.storedChunks;
-    this.storedChunks = [];
-    try {
-      this.catalog.recordChunks(rows);
-    } catch (err) {
-      this.log.warn('could not record stored chunk sizes', { chunks: rows.length, error: describeError(err).message });
-    }
-  }
-
   private failUpload(live: LiveJob, upload: Upload, err: unknown): void {
-    // Concurrent writes can fail together (a full disk): the agent hears of the first.
     if (upload.error) return;
     upload.error = describeError(err);
+    upload.writer.discard();
     this.log.warn('upload failed', { job: live.id, upload: upload.uploadId, error: upload.error.message });
     this.link?.send(live.agentId, 'upload.failed', { jobId: live.id, uploadId: upload.uploadId, error: upload.error });
   }
@@ -456,8 +429,8 @@ export class JobService {
     const upload = live.uploads.get(p.uploadId);
     if (!upload) throw new LifeboatError('protocol', `no upload ${p.uploadId} in job ${p.jobId}`);
     await upload.chain;
-    await Promise.all(upload.writes);
-    this.flushStoredChunks();
+    // DESIGN §11: every chunk of the artifact durable before it counts as stored.
+    if (!upload.error) await upload.writer.flush().catch((err: unknown) => this.failUpload(live, upload, err));
     live.uploads.delete(p.uploadId);
     this.uploads.delete(p.uploadId);
     if (upload.error) return; // upload.failed was sent already
@@ -482,9 +455,31 @@ export class JobService {
   onArtifactAbort(agentId: string, p: PayloadOf<typeof AgentMessages, 'artifact.abort'>): void {
     const live = this.requireLive(agentId, p.jobId);
     const upload = live.uploads.get(p.uploadId);
-    if (upload) upload.error = { code: 'source_failed', message: p.reason };
+    if (upload) {
+      upload.error = { code: 'source_failed', message: p.reason };
+      this.keepReceived(live, upload);
+    }
     live.uploads.delete(p.uploadId);
     this.uploads.delete(p.uploadId);
+  }
+
+  /**
+   * An upload that will not complete still had its chunks verified: they are written, so that the next attempt
+   * need not send them again (DESIGN §5, resumable). A store failure keeps nothing (the writer was discarded).
+   */
+  private keepReceived(live: LiveJob, upload: Upload): void {
+    void upload.chain
+      .then(() => upload.writer.flush())
+      .catch((err: unknown) => this.log.warn('could not keep the chunks of an unfinished upload', { job: live.id, upload: upload.uploadId, error: describeError(err).message }));
+  }
+
+  /** Every upload of a job that ended (or lost its agent) before them. */
+  private endUploads(live: LiveJob): void {
+    for (const [id, upload] of live.uploads) {
+      this.uploads.delete(id);
+      this.keepReceived(live, upload);
+    }
+    live.uploads.clear();
   }
 
   /** A restore asks for chunks; each must belong to the snapshot being restored. */
@@ -492,18 +487,12 @@ export class JobService {
   async onChunksQuery(agentId: string, p: PayloadOf<typeof AgentMessages, 'chunks.query'>): Promise<void> {
     const live = this.requireLive(agentId, p.jobId);
     if (live.kind !== 'backup') throw new LifeboatError('protocol', `job ${p.jobId} is not a backup`);
-    // Claimed before the check: a collection starting now skips them; one already deleting a chunk makes it absent.
-    for (const chunkId of p.chunkIds) live.chunkIds.add(chunkId);
-    const present = new Array<boolean>(p.chunkIds.length);
-    // A few lookups at a time: each is a round trip to the store (a stat, or a request to a bucket).
-    for (let at = 0; at < p.chunkIds.length; at += QUERY_CONCURRENCY) {
-      const batch = p.chunkIds.slice(at, at + QUERY_CONCURRENCY);
-      const found = await Promise.all(batch.map(async (id) => !this.deleting.has(id) && (await this.chunks.has(id))));
-      found.forEach((f, i) => (present[at + i] = f));
-    }
+    // Claimed and checked in one synchronous step: garbage collection drops a chunk from the index only if no
+    // job claims it, so a chunk found here stays until the job ends.
     const absent: string[] = [];
-    for (const [i, id] of p.chunkIds.entries()) {
-      if (present[i] && !this.deleting.has(id)) live.confirmed.add(id);
+    for (const id of p.chunkIds) {
+      live.chunkIds.add(id);
+      if (this.store.has(id)) live.confirmed.add(id);
       else absent.push(id);
     }
     this.link?.send(agentId, 'chunks.absent', { queryId: p.queryId, chunkIds: absent });
@@ -515,7 +504,7 @@ export class JobService {
     for (const chunkId of p.chunkIds) {
       if (!live.allowedChunks.has(chunkId)) throw new LifeboatError('protocol', `chunk ${chunkId} is not part of the snapshot job ${p.jobId} restores`);
       try {
-        const data = await this.chunks.get(chunkId, live.allowedChunks.get(chunkId) ?? null);
+        const data = await this.store.get(chunkId, live.allowedChunks.get(chunkId) ?? null);
         this.garbage.add(data.length * 2);
         this.link?.sendBinary(agentId, encodeFrameHeader(FrameKind.Download, p.transferId, chunkId), data);
       } catch (err) {
@@ -527,7 +516,7 @@ export class JobService {
   async onFinished(agentId: string, p: PayloadOf<typeof AgentMessages, 'job.finished'>): Promise<void> {
     const live = this.requireLive(agentId, p.jobId);
     this.live.delete(p.jobId);
-    for (const id of live.uploads.keys()) this.uploads.delete(id);
+    this.endUploads(live);
     if (live.kind === 'drill' && p.drill) {
       const drill = this.catalog.drillByJob(p.jobId);
       if (drill) this.catalog.updateDrill(drill.id, { restoreMs: p.drill.restoreMs, bytesRestored: p.drill.bytesRestored, checks: p.drill.checks });
@@ -543,6 +532,7 @@ export class JobService {
       this.log.info(`${live.kind} succeeded`, { job: p.jobId });
       return;
     }
+    this.recording.add(live.chunkIds);
     try {
       const snapshotId = await this.recordBackup(live, p.artifacts ?? live.plan?.steps?.length ?? live.stored.size, p.summary ?? null);
       this.log.info('backup succeeded', { job: p.jobId, snapshot: snapshotId });
@@ -550,12 +540,14 @@ export class JobService {
       const { code, message } = describeError(err);
       this.finish(p.jobId, ['dispatched', 'running'], { status: 'failed', errorCode: code, errorMessage: `recording the snapshot failed: ${message}` });
       this.log.error('recording a snapshot failed', { job: p.jobId, error: message });
+    } finally {
+      this.recording.delete(live.chunkIds);
     }
   }
 
   /**
-   * Write order of DESIGN §11: chunks are durable already (each acknowledged after fsync); then the manifest
-   * goes to the store; the catalog row is the very last write.
+   * Write order of DESIGN §11: chunks are durable already (an artifact counts as stored only once its packs
+   * are sealed); then the manifest goes to the store; the catalog row is the very last write.
    */
   private async recordBackup(live: LiveJob, expected: number, summary: string | null): Promise<string> {
     const plan = live.plan!;
@@ -608,7 +600,7 @@ export class JobService {
       this.log.warn('job failed', { job: jobId, code, error: message });
     }
     if (live) {
-      for (const id of live.uploads.keys()) this.uploads.delete(id);
+      this.endUploads(live);
       this.link?.send(live.agentId, 'job.cancel', { jobId, reason: message });
     }
   }
@@ -617,7 +609,7 @@ export class JobService {
   onDisconnected(agentId: string, agentName: string): void {
     for (const live of [...this.live.values()].filter((l) => l.agentId === agentId)) {
       this.live.delete(live.id);
-      for (const id of live.uploads.keys()) this.uploads.delete(id);
+      this.endUploads(live);
       if (live.startedAt === null && this.catalog.transitionJob(live.id, ['dispatched'], { status: 'queued', dispatchedAt: null })) continue;
       this.finish(live.id, ['dispatched', 'running'], {
         status: 'failed',
@@ -652,24 +644,12 @@ export class JobService {
   /** Whether a job in progress relies on this chunk (offered it, stored it, or restores it). */
   isChunkInFlight(id: string): boolean {
     for (const live of this.live.values()) if (live.chunkIds.has(id) || live.allowedChunks?.has(id)) return true;
+    for (const claimed of this.recording) if (claimed.has(id)) return true;
     return false;
-  }
-
-  /**
-   * Deletes a chunk from the store unless a job relies on it. Single-threaded JavaScript makes the check and
-   * the claim one step: an offer arriving later waits for the deletion and then gets "want".
-   */
-  async deleteChunkUnlessInFlight(id: string, remove: () => Promise<void>): Promise<boolean> {
-    if (this.isChunkInFlight(id) || this.deleting.has(id)) return false;
-    const done = remove().finally(() => this.deleting.delete(id));
-    this.deleting.set(id, done.catch(() => undefined));
-    await done;
-    return true;
   }
 
   /** Periodic: time out running jobs, drop queued runs whose window has passed. */
   tick(): void {
-    this.flushStoredChunks();
     const now = this.clock();
     for (const live of this.live.values()) {
       if (live.startedAt === null) continue;

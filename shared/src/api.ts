@@ -163,7 +163,7 @@ export const PruneReport = z.object({
   dryRun: z.boolean(),
   plans: z.array(z.object({ planId: z.string(), keep: z.array(RetentionDecision), remove: z.array(RetentionDecision) })),
   removed: z.number(),
-  gc: z.object({ scanned: z.number(), referenced: z.number(), deleted: z.number(), spared: z.number() }),
+  gc: z.object({ scanned: z.number(), referenced: z.number(), deleted: z.number(), spared: z.number(), packsDeleted: z.number(), packsRewritten: z.number(), bytesFreed: z.number() }),
 });
 export type PruneReport = z.infer<typeof PruneReport>;
 export const VerifyReport = z.object({

@@ -6,13 +6,16 @@ import { artifactFields } from './protocol.js';
 /**
  * The self-describing store (DESIGN §5): what lies where, and the manifest each snapshot leaves beside its
  * chunks, so the catalog can be rebuilt and a snapshot restored from the store alone.
- *   chunks/<first 2 hex>/<id>      one stored chunk (chunk-codec.ts)
+ *   packs/<first 2 hex>/<packId>   stored chunks (chunk-codec.ts) back to back (store/pack.ts)
+ *   index/<packId>.json            which chunk lies where in that pack
  *   snapshots/<snapshotId>.json    one snapshot's manifest (below), written after all its chunks are durable
  *   config/encryption.json         KDF parameters and key check (keys.ts EncryptionSettings), never a key
+ *   quarantine/chunks/<2>/<id>     a copy of a chunk `verify` found damaged (evidence)
  */
 export const SNAPSHOTS_PREFIX = 'snapshots/';
 export const ENCRYPTION_CONFIG_KEY = 'config/encryption.json';
 
+/** Where a single chunk is kept apart from the packs (quarantine). */
 export function chunkKey(id: string): string {
   return `chunks/${id.slice(0, 2)}/${id}`;
 }

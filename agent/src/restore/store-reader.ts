@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream';
-import { chunkKey, chunkListDigest, decodeChunk, LifeboatError, type ChunkKeys, type ChunkRef, type StoreBackend } from '@lifeboat/shared';
+import { chunkListDigest, decodeChunk, LifeboatError, type ChunkKeys, type ChunkReader, type ChunkRef } from '@lifeboat/shared';
 
 /** What reading an artifact from the store needs to know about it. */
 export interface StoredArtifact {
@@ -26,14 +26,14 @@ export interface ReadArtifactOptions {
  * (DESIGN §11): any failure destroys the stream with a LifeboatError('integrity' or 'not_found') naming the chunk.
  * Memory stays bounded by the read-ahead whatever the artifact's size; the consumer's pace sets the reading pace.
  */
-export function readArtifact(reader: Pick<StoreBackend, 'get'>, artifact: StoredArtifact, keys: ChunkKeys | null, options: ReadArtifactOptions = {}): Readable {
+export function readArtifact(reader: ChunkReader, artifact: StoredArtifact, keys: ChunkKeys | null, options: ReadArtifactOptions = {}): Readable {
   const readAhead = Math.max(1, options.readAhead ?? 4);
   const where = `artifact ${artifact.name} (${artifact.kind}, step ${artifact.step})`;
 
   const fetchChunk = async (ref: ChunkRef): Promise<Buffer> => {
     let stored: Buffer;
     try {
-      stored = await reader.get(chunkKey(ref.id));
+      stored = await reader.readChunk(ref.id);
     } catch (err) {
       if (err instanceof LifeboatError && err.code === 'not_found') throw new LifeboatError('not_found', `${where}: chunk ${ref.id.slice(0, 16)}… is missing from the store`);
       throw err instanceof LifeboatError ? new LifeboatError(err.code, `${where}: ${err.message}`) : err;

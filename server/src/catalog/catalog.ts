@@ -1,7 +1,8 @@
 import { and, asc, count, desc, eq, inArray, sql, type SQL, type SQLWrapper } from 'drizzle-orm';
 import { LifeboatError, Plan, type JobStatus, type Plan as PlanT } from '@lifeboat/shared';
 import type { CatalogDb } from './db.js';
-import { agents, artifactChunks, artifacts, chunks, drills, enrollmentTokens, jobs, plans, snapshots } from './schema.js';
+import type { Statement } from 'better-sqlite3';
+import { agents, artifactChunks, artifacts, chunks, drills, enrollmentTokens, jobs, packs, plans, snapshots } from './schema.js';
 
 export type AgentRow = typeof agents.$inferSelect;
 export type JobRow = typeof jobs.$inferSelect;
@@ -33,6 +34,7 @@ export interface NewSnapshot {
 }
 
 export type ChunkRow = typeof chunks.$inferSelect;
+export type PackRow = typeof packs.$inferSelect;
 export type DrillRow = typeof drills.$inferSelect;
 
 /** What the store holds, counted over the snapshots in the catalog (`lifeboat stats`). */
@@ -316,10 +318,42 @@ export class Catalog {
   }
 
   // ── chunks and storage ─────────────────────────────────────────────────────
-  /** Stored sizes of chunks the server wrote; a chunk already recorded keeps its first row. */
-  recordChunks(rows: ChunkRow[]): void {
+  /**
+   * A pack just made durable, with its chunks, in one transaction. A chunk already indexed elsewhere keeps its
+   * first location (this pack's copy is garbage), unless `move` says this pack replaces the old one (repacking).
+   */
+  recordPack(pack: PackRow, entries: readonly Omit<ChunkRow, 'packId' | 'createdAt' | 'lastUsedAt'>[], move = false): void {
     this.db.transaction((tx) => {
-      for (let i = 0; i < rows.length; i += 200) tx.insert(chunks).values(rows.slice(i, i + 200)).onConflictDoNothing().run();
+      tx.insert(packs).values(pack).onConflictDoNothing().run();
+      for (let i = 0; i < entries.length; i += 200) {
+        const rows = entries.slice(i, i + 200).map((e) => ({ ...e, packId: pack.id, createdAt: pack.createdAt, lastUsedAt: pack.createdAt }));
+        const insert = tx.insert(chunks).values(rows);
+        if (move) insert.onConflictDoUpdate({ target: chunks.id, set: { packId: sql`excluded.pack_id`, packOffset: sql`excluded.pack_offset`, storedSize: sql`excluded.stored_size` } }).run();
+        else insert.onConflictDoNothing().run();
+      }
+    });
+  }
+
+  /** Where the store holds a chunk; undefined when it does not (the hot path of every offer and restore). */
+  chunkLocation(id: string): { pack: string; offset: number; length: number } | undefined {
+    this.locate ??= this.db.$client.prepare('SELECT pack_id AS pack, pack_offset AS offset, stored_size AS length FROM chunks WHERE id = ?');
+    return this.locate.get(id) as { pack: string; offset: number; length: number } | undefined;
+  }
+  private locate: Statement | undefined;
+
+  listPacks(): PackRow[] {
+    return this.db.select().from(packs).all();
+  }
+
+  chunksInPack(packId: string): ChunkRow[] {
+    return this.db.select().from(chunks).where(eq(chunks.packId, packId)).orderBy(asc(chunks.packOffset)).all();
+  }
+
+  /** A pack gone from the store: its row, and the rows of chunks still indexed there. */
+  deletePack(packId: string): void {
+    this.db.transaction((tx) => {
+      tx.delete(chunks).where(eq(chunks.packId, packId)).run();
+      tx.delete(packs).where(eq(packs.id, packId)).run();
     });
   }
 
@@ -431,11 +465,7 @@ export class Catalog {
         .all()
         .map((r) => r.id);
       for (let i = 0; i < chunkIds.length; i += 200) {
-        const batch = chunkIds.slice(i, i + 200);
-        tx.insert(chunks)
-          .values(batch.map((c) => ({ id: c, storedSize: 0, plainSize: 0, createdAt: now, lastUsedAt: now })))
-          .onConflictDoUpdate({ target: chunks.id, set: { lastUsedAt: now } })
-          .run();
+        tx.update(chunks).set({ lastUsedAt: now }).where(inArray(chunks.id, chunkIds.slice(i, i + 200))).run();
       }
       tx.delete(snapshots).where(eq(snapshots.id, id)).run();
     });
@@ -463,11 +493,6 @@ export class Catalog {
 
   chunkRow(id: string): ChunkRow | undefined {
     return this.db.select().from(chunks).where(eq(chunks.id, id)).get();
-  }
-
-  /** A chunk the store holds but the catalog never saw: its unreferenced time starts now. */
-  noteChunkSeen(id: string, now: number): void {
-    this.db.insert(chunks).values({ id, storedSize: 0, plainSize: 0, createdAt: now, lastUsedAt: now }).onConflictDoNothing().run();
   }
 
   deleteChunkRows(ids: string[]): void {

@@ -5,9 +5,12 @@ import { basename, dirname, join } from 'node:path';
 import { getTableColumns, getTableName } from 'drizzle-orm';
 import type { SQLiteTable } from 'drizzle-orm/sqlite-core';
 import {
-  chunkKey,
   describeError,
   LifeboatError,
+  packIdOfKey,
+  PACK_INDEX_PREFIX,
+  PACKS_PREFIX,
+  readPackIndex,
   readSnapshotManifest,
   snapshotIdOfKey,
   SNAPSHOTS_PREFIX,
@@ -16,13 +19,14 @@ import {
 } from '@lifeboat/shared';
 import { Catalog } from './catalog.js';
 import { catalogDbOn } from './db.js';
-import { agents, chunks, enrollmentTokens, jobs, plans } from './schema.js';
+import { agents, enrollmentTokens, jobs, plans } from './schema.js';
 
 /**
  * `lifeboat-server rebuild-catalog`: the catalog rebuilt from the store alone (DESIGN §5), for when it was
- * lost or damaged. Snapshots, artifacts and chunk lists come only from the manifests in the store; plans from
- * the manifests' plan bodies where the catalog has none; what only the catalog ever knew (agents and their
- * secrets, enrollment tokens, job history, chunk sizes) is carried over from the old catalog when it is readable.
+ * lost or damaged. Snapshots, artifacts and chunk lists come only from the manifests in the store, and the chunk
+ * index from the packs' index objects; plans from the manifests' plan bodies where the catalog has none; what
+ * only the catalog ever knew (agents and their secrets, enrollment tokens, job history) is carried over from the
+ * old catalog when it is readable.
  *
  * The server must be stopped: the old catalog is opened under an exclusive lock (refused while a server holds
  * it open), the new one is written to a fresh file and moved in place by rename, the old one kept beside it.
@@ -34,7 +38,7 @@ export interface RebuildOptions {
   backend: StoreBackend;
   /** Replace a catalog that lists snapshots already, and write one even when the store holds none. */
   force: boolean;
-  /** Check that every chunk a manifest names is in the store (one existence check per distinct chunk). */
+  /** Check that every chunk a manifest names is in the store's index, and that each indexed pack exists. */
   checkChunks: boolean;
   now: number;
   /** Progress for people (stderr). */
@@ -62,7 +66,12 @@ export interface RebuildReport {
   plans: number;
   /** Agents the manifests name and the catalog did not know: revoked rows named after their id. */
   placeholderAgents: { id: string; name: string }[];
-  carriedOver: { agents: number; enrollmentTokens: number; plans: number; jobs: number; chunks: number } | null;
+  carriedOver: { agents: number; enrollmentTokens: number; plans: number; jobs: number } | null;
+  /** Packs indexed from their index objects, and the chunks they hold. */
+  packs: number;
+  indexedChunks: number;
+  /** Index objects left out (unreadable, or their pack is missing), with why. */
+  packProblems: string[];
   /** Snapshots the old catalog listed that have no readable manifest in the store: not in the new catalog. */
   dropped: string[];
   /** Manifests left out, with why. */
@@ -75,7 +84,6 @@ export interface RebuildReport {
 }
 
 const CATALOG_FILE = 'catalog.db';
-const EXISTENCE_CHECKS_IN_FLIGHT = 16;
 /** What a placeholder agent's secret hash is: not hex, so no secret ever matches it (auth.ts secretMatches). */
 const NO_SECRET = 'placeholder: never enrolled on this catalog';
 
@@ -120,6 +128,9 @@ export async function rebuildCatalog(options: RebuildOptions): Promise<RebuildRe
       remarks: [],
       uniqueChunks: 0,
       chunksWithoutStoredSize: 0,
+      packs: 0,
+      indexedChunks: 0,
+      packProblems: [],
     };
     let previousSnapshots = new Set<string>();
     if (old?.catalog) {
@@ -130,10 +141,11 @@ export async function rebuildCatalog(options: RebuildOptions): Promise<RebuildRe
         enrollmentTokens: copyTable(from, to, enrollmentTokens),
         plans: copyTable(from, to, plans),
         jobs: copyTable(from, to, jobs),
-        chunks: copyTable(from, to, chunks),
       };
       previousSnapshots = new Set(from.prepare('SELECT id FROM snapshots').pluck().all() as string[]);
     }
+
+    await indexPacks(backend, fresh, options, report, progress);
 
     const newestPlan = new Map<string, { at: number; plan: Plan }>();
     const agentsSeen = new Map<string, number>();
@@ -167,7 +179,7 @@ export async function rebuildCatalog(options: RebuildOptions): Promise<RebuildRe
       }
       const { manifest } = read;
       if (options.checkChunks) {
-        const missing = await missingChunks(backend, fresh, manifest.artifacts.flatMap((a) => a.chunks.map((c) => c.id)));
+        const missing = [...new Set(manifest.artifacts.flatMap((a) => a.chunks.map((c) => c.id)))].filter((id) => !fresh!.chunkLocation(id));
         if (missing.length) {
           problem([`names ${missing.length} chunk(s) the store does not hold (e.g. ${missing.slice(0, 3).map((id) => id.slice(0, 16) + '…').join(', ')}): it cannot be restored`]);
           continue;
@@ -323,19 +335,32 @@ function copyTable(from: Database.Database, to: Database.Database, table: SQLite
   return copied;
 }
 
-/** Chunks of a manifest the store lacks; a chunk an earlier (checked) manifest references is not asked again. */
-async function missingChunks(backend: StoreBackend, catalog: Catalog, ids: string[]): Promise<string[]> {
-  const toCheck = [...new Set(ids)].filter((id) => !catalog.isChunkReferenced(id));
-  const missing: string[] = [];
-  let next = 0;
-  const worker = async () => {
-    while (next < toCheck.length) {
-      const id = toCheck[next++]!;
-      if (!(await backend.has(chunkKey(id)))) missing.push(id);
+/** The chunk index from the store's index objects (each checked against its pack's existence with checkChunks). */
+async function indexPacks(backend: StoreBackend, catalog: Catalog, options: RebuildOptions, report: RebuildReport, progress: (line: string) => void): Promise<void> {
+  const stored = new Set<string>();
+  if (options.checkChunks) {
+    for await (const key of backend.list(PACKS_PREFIX)) {
+      const id = packIdOfKey(key);
+      if (id) stored.add(id);
     }
-  };
-  await Promise.all(Array.from({ length: Math.min(EXISTENCE_CHECKS_IN_FLIGHT, toCheck.length) }, worker));
-  return missing;
+  }
+  const keys: string[] = [];
+  for await (const key of backend.list(PACK_INDEX_PREFIX)) if (packIdOfKey(key)) keys.push(key);
+  progress(`reading ${keys.length} pack index(es) from the store`);
+  for (const key of keys.sort()) {
+    try {
+      const index = readPackIndex(await backend.get(key), key);
+      if (options.checkChunks && !stored.has(index.pack)) throw new LifeboatError('not_found', `${key}: its pack is missing from the store`);
+      catalog.recordPack(
+        { id: index.pack, size: index.size, chunkCount: index.chunks.length, createdAt: options.now },
+        index.chunks.map(([id, packOffset, storedSize, plainSize]) => ({ id, packOffset, storedSize, plainSize })),
+      );
+      report.packs++;
+      report.indexedChunks += index.chunks.length;
+    } catch (err) {
+      report.packProblems.push(describeError(err).message);
+    }
+  }
 }
 
 /** What rebuild-catalog prints. */
@@ -346,12 +371,16 @@ export function rebuildSummary(report: RebuildReport): string[] {
   if (report.plansFromManifests.length) lines.push(`plans recreated from the manifests (as they were at their newest snapshot; their schedules run again): ${report.plansFromManifests.join(', ')}`);
   if (report.carriedOver) {
     const c = report.carriedOver;
-    lines.push(`kept from the previous catalog: ${c.agents} agent(s), ${c.plans} plan(s), ${c.jobs} job(s), ${c.enrollmentTokens} enrollment token(s), ${c.chunks} chunk size record(s)`);
+    lines.push(`kept from the previous catalog: ${c.agents} agent(s), ${c.plans} plan(s), ${c.jobs} job(s), ${c.enrollmentTokens} enrollment token(s)`);
+  }
+  lines.push(`indexed ${report.indexedChunks} chunk(s) in ${report.packs} pack(s) from the store's index objects`);
+  if (report.packProblems.length) {
+    lines.push(`${report.packProblems.length} pack index(es) were left out (their chunks count as missing):`, ...report.packProblems.slice(0, 20).map((p) => `  ${p}`));
   }
   if (report.previousCatalog) lines.push(`the previous catalog is kept as ${report.previousCatalog}`);
   if (report.previousCatalogProblem) lines.push(`the previous catalog could not be read (${report.previousCatalogProblem}); nothing was carried over from it`);
   if (report.chunksWithoutStoredSize) {
-    lines.push(`${report.chunksWithoutStoredSize} of ${report.uniqueChunks} referenced chunk(s) have no recorded stored size (only the server records it as it writes a chunk): \`lifeboat stats\` counts them at their plain size`);
+    lines.push(`${report.chunksWithoutStoredSize} of ${report.uniqueChunks} referenced chunk(s) are in no pack's index: \`lifeboat stats\` counts them at their plain size`);
   }
   if (report.placeholderAgents.length) {
     lines.push(

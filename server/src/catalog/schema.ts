@@ -92,11 +92,14 @@ export const artifactChunks = sqliteTable('artifact_chunks', {
 }, (t) => [primaryKey({ columns: [t.artifactId, t.seq] }), index('artifact_chunks_chunk').on(t.chunkId)]);
 
 /**
- * What each chunk costs in the store, recorded when the server writes it (for `lifeboat stats`). Chunks
- * written before this table existed, or whose record was lost in a crash, have no row: counted at their plain size.
+ * The store's chunk index: which pack holds each chunk, where, and what it costs (shared/src/store/pack.ts).
+ * Rows are written when their pack is durable, so a row means the store holds the chunk. The store's own
+ * index objects say the same; rebuild-catalog and garbage collection read those.
  */
 export const chunks = sqliteTable('chunks', {
   id: text('id').primaryKey(),
+  packId: text('pack_id').notNull(),
+  packOffset: integer('pack_offset').notNull(),
   storedSize: integer('stored_size').notNull(),
   plainSize: integer('plain_size').notNull(),
   createdAt: integer('created_at').notNull(),
@@ -105,6 +108,14 @@ export const chunks = sqliteTable('chunks', {
    * spares chunks used within its grace period, so a backup in flight never loses a chunk it counts on.
    */
   lastUsedAt: integer('last_used_at'),
+}, (t) => [index('chunks_pack').on(t.packId)]);
+
+/** Every pack in the store, with its size: what garbage collection weighs live chunks against. */
+export const packs = sqliteTable('packs', {
+  id: text('id').primaryKey(),
+  size: integer('size').notNull(),
+  chunkCount: integer('chunk_count').notNull(),
+  createdAt: integer('created_at').notNull(),
 });
 
 /** Restore drills: a snapshot restored into scratch on an isolated agent, checked, timed, torn down. */

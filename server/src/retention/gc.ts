@@ -1,64 +1,154 @@
-import type { Logger, StoreBackend } from '@lifeboat/shared';
-import type { Catalog } from '../catalog/catalog.js';
+import { describeError, packIdOfKey, packIndexKey, packKey, PACK_INDEX_PREFIX, PACKS_PREFIX, readPackIndex, type Logger, type StoreBackend } from '@lifeboat/shared';
+import type { Catalog, ChunkRow, PackRow } from '../catalog/catalog.js';
 import type { JobService } from '../jobs.js';
+import { verifyStoredChunk } from '../store/chunks.js';
 
 export interface GcReport {
-  /** Chunks in the store. */
+  /** Chunks in the store's index. */
   scanned: number;
   referenced: number;
+  /** Unreferenced chunks whose space was given back (their pack deleted or rewritten without them). */
   deleted: number;
-  /** Unreferenced, but within the grace period (or used by a job in progress): kept for now. */
+  /** Unreferenced, but within the grace period, used by a job in progress, or in a pack not worth rewriting yet. */
   spared: number;
+  packsDeleted: number;
+  packsRewritten: number;
+  bytesFreed: number;
 }
 
-const CHUNK_KEY = /^chunks\/[0-9a-f]{2}\/([0-9a-f]{64})$/;
+/** A pack is rewritten once this share of it is garbage (restic prune's default is 5%). */
+const REWRITE_GARBAGE_SHARE = 0.05;
 
 /**
- * Mark and sweep: every chunk some snapshot references is marked; an unmarked chunk is deleted only when it
- * has been unreferenced (or unused) for longer than the grace period and no job in progress relies on it —
- * so a backup uploading during a prune never loses a chunk. Deletion by policy (prune) and collection of
- * garbage are separate steps, as in restic.
+ * Mark and sweep over packs: every chunk some snapshot references is marked; an unmarked chunk goes only when it
+ * has been unreferenced (or unused) for longer than the grace period and no job in progress relies on it — so a
+ * backup uploading during a prune never loses a chunk. A pack with nothing live is deleted; one with enough
+ * garbage is rewritten with its live chunks only. Deletion by policy (prune) and collection of garbage are
+ * separate steps, as in restic. Also: a pack the catalog does not know but whose index object exists (a
+ * rebuilt catalog, a crash before the catalog write) is adopted; one without an index object is an orphan of
+ * a crash and deleted.
  */
 export async function collectGarbage(
   catalog: Catalog,
   backend: StoreBackend,
-  jobs: Pick<JobService, 'deleteChunkUnlessInFlight'>,
+  jobs: Pick<JobService, 'isChunkInFlight' | 'store'>,
   options: { now: number; graceMs: number; dryRun: boolean; log: Logger },
 ): Promise<GcReport> {
+  const report: GcReport = { scanned: 0, referenced: 0, deleted: 0, spared: 0, packsDeleted: 0, packsRewritten: 0, bytesFreed: 0 };
+  await reconcilePacks(catalog, backend, jobs.store, options);
   const marked = catalog.referencedChunkIds();
-  const report: GcReport = { scanned: 0, referenced: 0, deleted: 0, spared: 0 };
-  for await (const key of backend.list('chunks/')) {
-    const id = CHUNK_KEY.exec(key)?.[1];
-    if (!id) continue;
-    report.scanned++;
-    if (marked.has(id)) {
-      report.referenced++;
-      continue;
+  const rewrite: { pack: PackRow; live: ChunkRow[] }[] = [];
+  for (const pack of catalog.listPacks()) {
+    const rows = catalog.chunksInPack(pack.id);
+    // From here to the index change, no await: no upload can claim a chunk in between.
+    const live: ChunkRow[] = [];
+    const dead: ChunkRow[] = [];
+    for (const row of rows) {
+      report.scanned++;
+      if (marked.has(row.id) || catalog.isChunkReferenced(row.id)) {
+        report.referenced++;
+        live.push(row);
+      } else if (options.now - Math.max(row.createdAt, row.lastUsedAt ?? 0) < options.graceMs || jobs.isChunkInFlight(row.id)) {
+        report.spared++;
+        live.push(row);
+      } else {
+        dead.push(row);
+      }
     }
-    const row = catalog.chunkRow(id);
-    if (!row) {
-      // Never seen by the catalog (older store, rebuilt catalog): its unreferenced time starts now.
-      if (!options.dryRun) catalog.noteChunkSeen(id, options.now);
-      report.spared++;
-      continue;
-    }
-    const lastUse = Math.max(row.createdAt, row.lastUsedAt ?? 0);
-    if (options.now - lastUse < options.graceMs) {
-      report.spared++;
-      continue;
-    }
-    if (options.dryRun) {
-      report.deleted++;
-      continue;
-    }
-    const deleted = await jobs.deleteChunkUnlessInFlight(id, () => backend.delete(key));
-    if (deleted) {
-      catalog.deleteChunkRows([id]);
-      report.deleted++;
+    const liveBytes = live.reduce((n, r) => n + r.storedSize, 0);
+    if (live.length === 0) {
+      report.deleted += dead.length;
+      report.packsDeleted++;
+      report.bytesFreed += pack.size;
+      if (options.dryRun) continue;
+      catalog.deletePack(pack.id);
+      await removePack(backend, pack.id, options.log);
+    } else if (pack.size - liveBytes > pack.size * REWRITE_GARBAGE_SHARE) {
+      report.deleted += dead.length;
+      report.packsRewritten++;
+      report.bytesFreed += pack.size - liveBytes;
+      if (options.dryRun) continue;
+      // Dead chunks leave the index now (an upload wanting one sends it again); live ones move with the rewrite.
+      catalog.deleteChunkRows(dead.map((r) => r.id));
+      rewrite.push({ pack, live });
     } else {
-      report.spared++;
+      report.spared += dead.length;
     }
   }
+  if (rewrite.length > 0) await rewritePacks(catalog, backend, jobs.store, rewrite, options.log);
   options.log.info('garbage collection done', { ...report, dryRun: options.dryRun || undefined });
   return report;
+}
+
+/** Copies the live chunks of each pack into new packs, then deletes the old ones. */
+async function rewritePacks(catalog: Catalog, backend: StoreBackend, store: JobService['store'], rewrite: { pack: PackRow; live: ChunkRow[] }[], log: Logger): Promise<void> {
+  const writer = store.writer({ move: true });
+  const done: string[] = [];
+  for (const { pack, live } of rewrite) {
+    let bytes: Buffer;
+    try {
+      bytes = await backend.get(packKey(pack.id));
+    } catch (err) {
+      log.error('could not read a pack to rewrite it; left as it is', { pack: pack.id, error: describeError(err).message });
+      continue;
+    }
+    for (const row of live) {
+      const stored = bytes.subarray(row.packOffset, row.packOffset + row.storedSize);
+      try {
+        verifyStoredChunk(stored, row.id, row.plainSize, 'not copied');
+        writer.add(row.id, Buffer.from(stored), row.plainSize);
+      } catch (err) {
+        // Not copied, so no longer indexed: `verify` reports the snapshots it breaks; the next backup sends it anew.
+        log.error('damaged chunk dropped while rewriting its pack', { chunk: row.id, pack: pack.id, error: describeError(err).message });
+      }
+      await writer.ready();
+    }
+    done.push(pack.id);
+  }
+  await writer.flush();
+  for (const packId of done) {
+    catalog.deletePack(packId);
+    await removePack(backend, packId, log);
+  }
+}
+
+/** Index object first: a pack without one is an orphan the next collection removes, never a half-indexed pack. */
+async function removePack(backend: StoreBackend, packId: string, log: Logger): Promise<void> {
+  try {
+    await backend.delete(packIndexKey(packId));
+    await backend.delete(packKey(packId));
+  } catch (err) {
+    log.warn('could not delete a pack; the next garbage collection tries again', { pack: packId, error: describeError(err).message });
+  }
+}
+
+/** Brings the catalog's pack list in line with the store's objects (see collectGarbage). */
+async function reconcilePacks(catalog: Catalog, backend: StoreBackend, store: JobService['store'], options: { now: number; dryRun: boolean; log: Logger }): Promise<void> {
+  const known = new Set(catalog.listPacks().map((p) => p.id));
+  const indexed = new Set<string>();
+  for await (const key of backend.list(PACK_INDEX_PREFIX)) {
+    const id = packIdOfKey(key);
+    if (id) indexed.add(id);
+  }
+  for await (const key of backend.list(PACKS_PREFIX)) {
+    const id = packIdOfKey(key);
+    if (!id || known.has(id) || store.isWriting(id)) continue;
+    if (!indexed.has(id)) {
+      options.log.warn('orphan pack (no index object; left by a crash) deleted', { pack: id, dryRun: options.dryRun || undefined });
+      if (!options.dryRun) await backend.delete(key);
+      continue;
+    }
+    try {
+      const index = readPackIndex(await backend.get(packIndexKey(id)), packIndexKey(id));
+      if (!options.dryRun) {
+        catalog.recordPack(
+          { id, size: index.size, chunkCount: index.chunks.length, createdAt: options.now },
+          index.chunks.map(([chunkId, packOffset, storedSize, plainSize]) => ({ id: chunkId, packOffset, storedSize, plainSize })),
+        );
+      }
+      options.log.info('pack adopted into the catalog from its index object', { pack: id, chunks: index.chunks.length });
+    } catch (err) {
+      options.log.error('pack with an unreadable index object left alone', { pack: id, error: describeError(err).message });
+    }
+  }
 }

@@ -1,4 +1,4 @@
-import { chunkKey, describeError, type Logger, type StoreBackend } from '@lifeboat/shared';
+import { chunkKey, describeError, packKey, type Logger, type StoreBackend } from '@lifeboat/shared';
 import type { Catalog } from '../catalog/catalog.js';
 import { ChunkStore } from '../store/chunks.js';
 
@@ -21,15 +21,22 @@ export interface VerifyReport {
 /**
  * Checks that every chunk each snapshot references exists — and with `readData`, that its content matches its
  * id (fully for unencrypted chunks; header and length for encrypted ones, whose key the server never holds).
- * A damaged chunk is moved to quarantine/ (evidence, and never again a deduplication base: the next backup
- * that needs it uploads it anew); every snapshot it breaks is marked damaged.
+ * A damaged chunk is copied to quarantine/ (evidence) and dropped from the index, so it is never again a
+ * deduplication base: the next backup that needs it uploads it anew. Every snapshot it breaks is marked damaged.
  */
 export async function verifyStore(
   catalog: Catalog,
   backend: StoreBackend,
   options: { planId?: string; readData: boolean; log: Logger },
 ): Promise<VerifyReport> {
-  const store = new ChunkStore(backend);
+  const store = new ChunkStore(backend, catalog);
+  const packPresent = new Map<string, Promise<boolean>>();
+  const present = async (id: string): Promise<boolean> => {
+    const at = catalog.chunkLocation(id);
+    if (!at) return false;
+    if (!packPresent.has(at.pack)) packPresent.set(at.pack, backend.has(packKey(at.pack)));
+    return packPresent.get(at.pack)!;
+  };
   const snapshots = catalog.listSnapshots({ ...(options.planId ? { planId: options.planId } : {}), limit: 1_000_000 });
   const sizes = new Map<string, number>();
   for (const snap of snapshots) {
@@ -39,11 +46,11 @@ export async function verifyStore(
   for (const [id, size] of sizes) {
     try {
       if (options.readData) await store.get(id, size);
-      else if (!(await store.has(id))) problems.push({ chunkId: id, problem: 'missing from the store' });
+      else if (!(await present(id))) problems.push({ chunkId: id, problem: 'missing from the store' });
     } catch (err) {
       const { code, message } = describeError(err);
       problems.push({ chunkId: id, problem: code === 'not_found' ? 'missing from the store' : message });
-      if (code !== 'not_found') await quarantine(backend, id, options.log);
+      if (code !== 'not_found') await quarantine(catalog, backend, id, options.log);
     }
   }
   const referencing = catalog.snapshotsReferencing(problems.map((p) => p.chunkId));
@@ -64,11 +71,13 @@ export async function verifyStore(
   return report;
 }
 
-async function quarantine(backend: StoreBackend, id: string, log: Logger): Promise<void> {
+async function quarantine(catalog: Catalog, backend: StoreBackend, id: string, log: Logger): Promise<void> {
+  const at = catalog.chunkLocation(id);
+  if (!at) return;
   try {
-    await backend.put(`quarantine/${chunkKey(id)}`, await backend.get(chunkKey(id)));
-    await backend.delete(chunkKey(id));
-    log.warn('damaged chunk moved to quarantine', { chunk: id });
+    catalog.deleteChunkRows([id]);
+    await backend.put(`quarantine/${chunkKey(id)}`, await backend.getRange(packKey(at.pack), at.offset, at.length));
+    log.warn('damaged chunk quarantined and dropped from the index', { chunk: id, pack: at.pack });
   } catch (err) {
     log.error('could not quarantine a damaged chunk', { chunk: id, error: describeError(err).message });
   }

@@ -1,38 +1,151 @@
-import { chunkKey, Cipher, decodeChunk, LifeboatError, readChunkHeader } from '@lifeboat/shared';
-import type { StoreBackend } from '@lifeboat/shared';
+import {
+  Cipher,
+  decodeChunk,
+  describeError,
+  encodePackIndex,
+  LifeboatError,
+  newPackId,
+  PACK_INDEX_FORMAT,
+  PACK_TARGET_BYTES,
+  packIndexKey,
+  packKey,
+  readChunkHeader,
+  type PackEntry,
+  type StoreBackend,
+} from '@lifeboat/shared';
+import type { Catalog } from '../catalog/catalog.js';
 
-/** Where a chunk lives in the store: one layout for the server and for agents reading the store directly (manifest.ts). */
-export { chunkKey };
+type ChunkIndex = Pick<Catalog, 'chunkLocation' | 'recordPack'>;
 
-/** What a put did: `written` is false when the store already held the chunk (then its stored size is not known here). */
-export type PutResult = { written: true; storedSize: number } | { written: false };
+/** Packs sealing at once per writer before it stops taking chunks: bounds the server's memory on a slow disk. */
+const MAX_SEALING = 2;
 
 /**
- * Content-addressed chunks on top of a backend, kept in the stored format of chunk-codec.ts. The store is
- * untrusted (DESIGN §11): every chunk is checked on the way in and on the way out — fully (decompressed and
- * hashed against its id) when it is not encrypted; when it is, the server holds no key, so it checks the
- * header and length, and the restoring agent checks the authentication tag and the id.
+ * Content-addressed chunks on top of a backend, kept in packs (shared/src/store/pack.ts) and located through
+ * the catalog's chunk index. The store is untrusted (DESIGN §11): every chunk is checked on the way in and on
+ * the way out — fully (decompressed and hashed against its id) when it is not encrypted; when it is, the
+ * server holds no key, so it checks the header and length, and the restoring agent checks the tag and the id.
  */
 export class ChunkStore {
-  constructor(private readonly backend: StoreBackend) {}
+  /** Packs being written by this process: not yet indexed, and not orphans either. */
+  private readonly writing = new Set<string>();
 
-  /** Verifies and stores a chunk; a chunk the store already holds is not written again. */
-  async put(id: string, stored: Buffer, plainSize: number): Promise<PutResult> {
-    verifyStoredChunk(stored, id, plainSize, 'nothing stored');
-    if (await this.backend.has(chunkKey(id))) return { written: false };
-    await this.backend.put(chunkKey(id), stored);
-    return { written: true, storedSize: stored.length };
+  constructor(
+    private readonly backend: StoreBackend,
+    private readonly index: ChunkIndex,
+    private readonly clock: () => number = Date.now,
+  ) {}
+
+  /** Whether the store durably holds a chunk (a catalog lookup: no round trip to the store). */
+  has(id: string): boolean {
+    return this.index.chunkLocation(id) !== undefined;
   }
 
-  /** The stored bytes of a chunk, verified. */
+  /** The stored bytes of a chunk, verified; 'not_found' when the store does not hold it. */
   async get(id: string, plainSize: number | null): Promise<Buffer> {
-    const stored = await this.backend.get(chunkKey(id));
+    const at = this.index.chunkLocation(id);
+    if (!at) throw new LifeboatError('not_found', `the store has no chunk ${id.slice(0, 16)}…`);
+    const stored = await this.backend.getRange(packKey(at.pack), at.offset, at.length);
     verifyStoredChunk(stored, id, plainSize, 'the stored chunk is damaged');
     return stored;
   }
 
-  has(id: string): Promise<boolean> {
-    return this.backend.has(chunkKey(id));
+  /** A writer for one upload's chunks (or one repack); nothing it takes is durable before `flush` resolves. */
+  writer(options: { move?: boolean } = {}): PackWriter {
+    return new PackWriter(this.backend, this.index, this.clock, options.move ?? false, this.writing);
+  }
+
+  isWriting(packId: string): boolean {
+    return this.writing.has(packId);
+  }
+}
+
+/**
+ * Gathers chunks into a pack and seals it when it reaches PACK_TARGET_BYTES: pack object (temp file, fsync,
+ * rename), then its index object, then the catalog rows — so a chunk is in the index only once it is durable.
+ */
+export class PackWriter {
+  private parts: Buffer[] = [];
+  private entries: PackEntry[] = [];
+  private bytes = 0;
+  /** Chunks taken and not yet in the catalog: an upload need not be sent them twice. */
+  private readonly pending = new Set<string>();
+  private readonly sealing = new Set<Promise<void>>();
+  private failure: unknown = null;
+
+  constructor(
+    private readonly backend: StoreBackend,
+    private readonly index: ChunkIndex,
+    private readonly clock: () => number,
+    private readonly move: boolean,
+    private readonly writing: Set<string>,
+  ) {}
+
+  /** Verifies a chunk and adds it to the pack being filled; false when this writer already holds it. */
+  add(id: string, stored: Buffer, plainSize: number): boolean {
+    verifyStoredChunk(stored, id, plainSize, 'nothing stored');
+    if (this.failure) throw this.failure;
+    if (this.pending.has(id)) return false;
+    this.pending.add(id);
+    this.entries.push([id, this.bytes, stored.length, plainSize]);
+    this.parts.push(stored);
+    this.bytes += stored.length;
+    if (this.bytes >= PACK_TARGET_BYTES) this.seal();
+    return true;
+  }
+
+  holds(id: string): boolean {
+    return this.pending.has(id);
+  }
+
+  /** Resolves when the writer may take more chunks (few enough packs are being written); rejects once one failed. */
+  async ready(): Promise<void> {
+    while (this.sealing.size >= MAX_SEALING) await Promise.race(this.sealing);
+    if (this.failure) throw this.failure;
+  }
+
+  /** Seals what is gathered and waits for every pack of this writer to be durable and indexed. */
+  async flush(): Promise<void> {
+    this.seal();
+    while (this.sealing.size > 0) await Promise.race(this.sealing);
+    if (this.failure) throw this.failure;
+  }
+
+  /** Drops what is gathered and not yet sealing (the upload failed; nothing of it may be recorded). */
+  discard(): void {
+    this.parts = [];
+    this.entries = [];
+    this.bytes = 0;
+  }
+
+  private seal(): void {
+    if (this.entries.length === 0) return;
+    const packId = newPackId();
+    const entries = this.entries;
+    const parts = this.parts;
+    const size = this.bytes;
+    this.discard();
+    this.writing.add(packId);
+    const done = (async () => {
+      try {
+        await this.backend.put(packKey(packId), Buffer.concat(parts, size));
+        parts.length = 0;
+        await this.backend.put(packIndexKey(packId), encodePackIndex({ format: PACK_INDEX_FORMAT, pack: packId, size, chunks: entries }));
+        const now = this.clock();
+        this.index.recordPack(
+          { id: packId, size, chunkCount: entries.length, createdAt: now },
+          entries.map(([id, packOffset, storedSize, plainSize]) => ({ id, packOffset, storedSize, plainSize })),
+          this.move,
+        );
+      } catch (err) {
+        this.failure ??= err instanceof LifeboatError ? err : new LifeboatError('store_failed', `writing a pack failed: ${describeError(err).message}`);
+      } finally {
+        this.writing.delete(packId);
+        for (const [id] of entries) this.pending.delete(id);
+      }
+    })();
+    this.sealing.add(done);
+    void done.finally(() => this.sealing.delete(done));
   }
 }
 
