@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startScratchMariadb } from '../agent/src/scratch/mariadb.js';
 import { startScratchPostgres, type ScratchPostgres } from '../agent/src/scratch/postgres.js';
 import { writeBigFile } from './tree.js';
-import { enrollAgent, startTestServer, tempDir, waitForJob, waitUntil, type JobLike, type TestAgent, type TestServer } from './harness.js';
+import { damageStoredChunk, enrollAgent, snapshotChunkIds, startTestServer, tempDir, waitForJob, waitUntil, type JobLike, type TestAgent, type TestServer } from './harness.js';
 
 interface DrillLike {
   id: string;
@@ -119,22 +119,18 @@ describe('restore drills on an isolated agent', () => {
 
   it('fails a drill of a snapshot whose stored data was damaged, naming the chunk and the artifact', async () => {
     const snapshots = (await server.api<{ snapshots: { id: string; artifacts: { kind: string; name: string }[] }[] }>('GET', '/v1/snapshots?plan=shop')).body.snapshots;
-    const chunkFiles = (await readdir(join(server.dataDir, 'store/chunks'), { recursive: true, withFileTypes: true })).filter((e) => e.isFile());
-    const victim = chunkFiles[0]!;
-    const path = join(victim.parentPath, victim.name);
-    const bytes = await readFile(path);
-    bytes[bytes.length - 10]! ^= 0x55;
-    await writeFile(path, bytes);
+    const store = join(server.dataDir, 'store');
+    const victim = (await snapshotChunkIds(store, snapshots[0]!.id))[0]!;
+    const damage = await damageStoredChunk(store, victim);
     const { body } = await server.api<{ drill: DrillLike; job: JobLike }>('POST', '/v1/plans/shop/drill', { snapshotId: snapshots[0]!.id });
     await waitForJob(server, body.job.id);
     const drill = (await server.api<{ drill: DrillLike }>('GET', `/v1/drills/${body.drill.id}`)).body.drill;
     expect(drill.status).toBe('failed');
     const said = `${drill.error} ${drill.checks.map((c) => c.detail).join(' ')}`;
-    expect(said).toContain(victim.name.slice(0, 12));
+    expect(said).toContain(victim.slice(0, 12));
     expect(said).toMatch(/artifact|postgres|files/);
     // Put it back for what follows.
-    bytes[bytes.length - 10]! ^= 0x55;
-    await writeFile(path, bytes);
+    await damage.undo();
   });
 
   it('never sends a drill to the snapshot\'s own agent, even when its labels match', async () => {

@@ -1,8 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { FsBackend, packKey, StorePackIndex } from '@lifeboat/shared';
 
 /** End-to-end tests drive the built programs as separate processes, the way an operator does. */
 export const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
@@ -203,4 +204,27 @@ export async function startFleet(dir: string, agents: { name: string; labels?: s
       await server.proc.kill();
     },
   };
+}
+
+/** The chunk ids a snapshot's manifest in a filesystem store lists, artifact by artifact, in order. */
+export async function snapshotChunkIds(storeDir: string, snapshotId: string): Promise<string[]> {
+  const manifest = JSON.parse(await readFile(join(storeDir, 'snapshots', `${snapshotId}.json`), 'utf8')) as { artifacts: { chunks: { id: string }[] }[] };
+  return manifest.artifacts.flatMap((a) => a.chunks.map((c) => c.id));
+}
+
+/**
+ * Flips one byte of a chunk where it lies in its pack (found through the store's index objects), as a failing
+ * disk would; `undo` flips it back.
+ */
+export async function damageStoredChunk(storeDir: string, chunkId: string): Promise<{ undo: () => Promise<void> }> {
+  const at = (await StorePackIndex.load(new FsBackend(storeDir))).locate(chunkId);
+  if (!at) throw new Error(`no pack index in ${storeDir} names chunk ${chunkId}`);
+  const path = join(storeDir, packKey(at.pack));
+  const flip = async () => {
+    const bytes = await readFile(path);
+    bytes[at.offset + at.length - 10]! ^= 0x55;
+    await writeFile(path, bytes);
+  };
+  await flip();
+  return { undo: flip };
 }

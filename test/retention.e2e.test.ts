@@ -1,8 +1,9 @@
 import { cp, mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FsBackend, StorePackIndex } from '@lifeboat/shared';
 import { describeTree, writeBigFile } from './tree.js';
-import { backupNow, BIN, enrollAgent, runCli, startTestServer, tempDir, waitForJob, waitUntil, type JobLike, type TestAgent, type TestServer } from './harness.js';
+import { backupNow, BIN, damageStoredChunk, snapshotChunkIds, enrollAgent, runCli, startTestServer, tempDir, waitForJob, waitUntil, type JobLike, type TestAgent, type TestServer } from './harness.js';
 
 const DAY = 86_400_000;
 
@@ -16,9 +17,9 @@ interface PruneReport {
   gc: { deleted: number; spared: number };
 }
 
+/** Chunks the store holds, by its pack index objects. */
 async function chunkCount(storeDir: string): Promise<number> {
-  const entries = await readdir(join(storeDir, 'chunks'), { recursive: true, withFileTypes: true }).catch(() => []);
-  return entries.filter((e) => e.isFile()).length;
+  return (await StorePackIndex.load(new FsBackend(storeDir))).size;
 }
 
 describe('retention, pruning and garbage collection', () => {
@@ -59,6 +60,8 @@ describe('retention, pruning and garbage collection', () => {
       // Two backups on the last day, one on every other: each day's data differs, so its chunks do too.
       for (let n = 0; n < (day === 6 ? 2 : 1); n++) {
         await setClock(start + day * DAY + n * 3_600_000);
+        // Yesterday's file goes: what only the removed snapshots hold becomes garbage.
+        await rm(join(data, `day-${day - 1}-0.bin`), { force: true });
         await writeBigFile(join(data, `day-${day}-${n}.bin`), 2 * 1024 * 1024);
         const job = await backup('daily');
         expect(job.status).toBe('succeeded');
@@ -138,22 +141,18 @@ describe('retention, pruning and garbage collection', () => {
 
   it('verify reports a damaged chunk with every snapshot it breaks, and marks them damaged', async () => {
     const snaps = (await server.api<{ snapshots: { id: string; artifacts: { id: string }[] }[] }>('GET', '/v1/snapshots?plan=race-new')).body.snapshots;
-    const storeDir = join(server.dataDir, 'store/chunks');
-    const files = (await readdir(storeDir, { recursive: true, withFileTypes: true })).filter((e) => e.isFile());
-    // Flip a byte in the middle of some stored chunk of the restored plan's snapshot.
-    const victim = files[Math.floor(files.length / 2)]!;
-    const path = join(victim.parentPath, victim.name);
-    const bytes = await readFile(path);
-    bytes[Math.floor(bytes.length / 2)]! ^= 0xff;
-    await writeFile(path, bytes);
+    const storeDir = join(server.dataDir, 'store');
+    // Flip a byte in the middle of some stored chunk of the plan's snapshot.
+    const chunks = await snapshotChunkIds(storeDir, snaps[0]!.id);
+    const victim = chunks[Math.floor(chunks.length / 2)]!;
+    await damageStoredChunk(storeDir, victim);
     const verify = await runCli(BIN.admin, ['verify', '--read-data', '--json'], { LIFEBOAT_SERVER: server.url, LIFEBOAT_TOKEN: server.token });
     expect(verify.code).toBe(1);
     const report = JSON.parse(verify.stdout) as { problems: { chunkId: string; snapshots: string[] }[]; damaged: string[] };
     expect(report.problems).toHaveLength(1);
-    expect(report.problems[0]!.chunkId).toBe(victim.name);
+    expect(report.problems[0]!.chunkId).toBe(victim);
     expect(report.damaged.length).toBeGreaterThan(0);
     const statuses = (await server.api<{ snapshots: { id: string; status: string }[] }>('GET', '/v1/snapshots')).body.snapshots;
     for (const id of report.damaged) expect(statuses.find((s) => s.id === id)!.status).toBe('damaged');
-    void snaps;
   });
 });

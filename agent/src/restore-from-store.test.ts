@@ -5,7 +5,6 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   buildSnapshotManifest,
-  chunkKey,
   chunkListDigest,
   ContentDefinedChunker,
   deriveRepositoryKeys,
@@ -17,6 +16,9 @@ import {
   Plan,
   snapshotManifestKey,
   type ArtifactMetadata,
+  packKey,
+  readPackIndex,
+  writePack,
   type ChunkKeys,
 } from '@lifeboat/shared';
 import { restoreFromStoreCommand } from './cli/restore-from-store.js';
@@ -39,7 +41,7 @@ async function backUp(snapshotId: string, createdAt: string): Promise<void> {
   const chunks: { id: string; size: number }[] = [];
   const put = async (piece: Buffer) => {
     const chunk = encodeChunk(piece, { level: 3, keys });
-    await store.put(chunkKey(chunk.id), chunk.stored);
+    await writePack(store, [{ id: chunk.id, stored: chunk.stored, plainSize: chunk.size }]);
     chunks.push({ id: chunk.id, size: chunk.size });
   };
   let size = 0;
@@ -143,7 +145,10 @@ describe('restoreFromStore', () => {
     for await (const key of store.list('')) await copy.put(key, await store.get(key));
     const manifest = JSON.parse((await copy.get(snapshotManifestKey('snap_second'))).toString()) as { artifacts: { chunks: { id: string }[] }[] };
     const lost = manifest.artifacts[0]!.chunks.at(-1)!.id;
-    await copy.delete(chunkKey(lost));
+    for await (const key of copy.list('index/')) {
+      const index = readPackIndex(await copy.get(key), key);
+      if (index.chunks.some(([id]) => id === lost)) await copy.delete(packKey(index.pack));
+    }
     const { ctx } = fakeJobContext();
     const err = await rejection(restoreFromStore({ store: copy, snapshotId: 'snap_second', targets: [{ kind: 'dir', path: join(base, 'restored-lost'), force: false }], passphrase: PASSPHRASE, preserveOwner: false, ctx }));
     expect(err.message).toContain(`chunk ${lost.slice(0, 16)}… is missing from the store`);

@@ -3,7 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { chunkKey, chunkListDigest, ContentDefinedChunker, encodeChunk, FsBackend, type ChunkKeys } from '@lifeboat/shared';
+import { chunkListDigest, ContentDefinedChunker, encodeChunk, FsBackend, packKey, StorePackIndex, writePack, type ChunkKeys, type ChunkReader } from '@lifeboat/shared';
 import { collect, rejection } from '../sources/test-context.suite.js';
 import { readArtifact, type StoredArtifact } from './store-reader.js';
 
@@ -25,17 +25,23 @@ function noise(bytes: number, seed: number): Buffer {
   return createCipheriv('aes-256-ctr', Buffer.alloc(32, seed), Buffer.alloc(16)).update(Buffer.alloc(bytes));
 }
 
-/** Cuts, encodes and stores content as a backup would; returns the artifact as its manifest records it. */
+/**
+ * Cuts, encodes and stores content as a backup would (one pack per chunk, so a test can damage or lose one);
+ * returns the artifact as its manifest records it.
+ */
 async function stored(content: Buffer, chunkKeys: ChunkKeys | null = null): Promise<StoredArtifact> {
   const chunker = new ContentDefinedChunker();
   const chunks = [];
   for (const piece of [...chunker.push(content), ...chunker.finish()]) {
     const chunk = encodeChunk(piece, { level: 3, keys: chunkKeys });
-    await store.put(chunkKey(chunk.id), chunk.stored);
+    await writePack(store, [{ id: chunk.id, stored: chunk.stored, plainSize: chunk.size }]);
     chunks.push({ id: chunk.id, size: chunk.size });
   }
   return { name: 'site', kind: 'files', step: 0, size: content.length, sha256: chunkListDigest(chunks), chunks };
 }
+
+/** The store's chunks as a restore without a server finds them. */
+const reader = (): Promise<StorePackIndex> => StorePackIndex.load(store);
 
 describe('readArtifact', () => {
   it('reads an artifact back in order, verified, and reports progress', async () => {
@@ -43,45 +49,45 @@ describe('readArtifact', () => {
     const artifact = await stored(content);
     expect(artifact.chunks.length).toBeGreaterThan(2);
     const progress: number[] = [];
-    expect((await collect(readArtifact(store, artifact, null, { onProgress: (n) => progress.push(n) }))).equals(content)).toBe(true);
+    expect((await collect(readArtifact(await reader(), artifact, null, { onProgress: (n) => progress.push(n) }))).equals(content)).toBe(true);
     expect(progress.at(-1)).toBe(content.length);
   });
 
   it('decrypts with the repository keys and refuses other keys', async () => {
     const content = randomBytes(2_000_000);
     const artifact = await stored(content, keys);
-    expect((await collect(readArtifact(store, artifact, keys))).equals(content)).toBe(true);
-    const err = await rejection(collect(readArtifact(store, artifact, { encryption: randomBytes(32), id: keys.id })));
+    expect((await collect(readArtifact(await reader(), artifact, keys))).equals(content)).toBe(true);
+    const err = await rejection(collect(readArtifact(await reader(), artifact, { encryption: randomBytes(32), id: keys.id })));
     expect(err.code).toBe('integrity');
     expect(err.message).toMatch(/artifact site \(files, step 0\): chunk .* fails authentication/);
-    expect((await rejection(collect(readArtifact(store, artifact, null)))).message).toMatch(/is encrypted; this restore has no passphrase/);
+    expect((await rejection(collect(readArtifact(await reader(), artifact, null)))).message).toMatch(/is encrypted; this restore has no passphrase/);
   });
 
   it('names a chunk the store lacks', async () => {
     const artifact = await stored(noise(3_000_000, 3));
-    await store.delete(chunkKey(artifact.chunks[1]!.id));
-    const err = await rejection(collect(readArtifact(store, artifact, null)));
+    await store.delete(packKey((await reader()).locate(artifact.chunks[1]!.id)!.pack));
+    const err = await rejection(collect(readArtifact(await reader(), artifact, null)));
     expect(err.code).toBe('not_found');
     expect(err.message).toContain(`chunk ${artifact.chunks[1]!.id.slice(0, 16)}… is missing from the store`);
   });
 
   it('refuses a chunk damaged in the store', async () => {
     const artifact = await stored(randomBytes(1_500_000));
-    const key = chunkKey(artifact.chunks[0]!.id);
+    const key = packKey((await reader()).locate(artifact.chunks[0]!.id)!.pack);
     const damaged = await store.get(key);
     damaged[damaged.length - 10]! ^= 0x01;
     await store.put(key, damaged);
-    expect((await rejection(collect(readArtifact(store, artifact, null)))).code).toBe('integrity');
+    expect((await rejection(collect(readArtifact(await reader(), artifact, null)))).code).toBe('integrity');
   });
 
   it('refuses a chunk list that is not the one recorded, and a size that is not', async () => {
     const artifact = await stored(noise(3_000_000, 4));
     expect(artifact.chunks.length).toBeGreaterThan(1);
-    const err = await rejection(collect(readArtifact(store, { ...artifact, sha256: 'f'.repeat(64) }, null)));
+    const err = await rejection(collect(readArtifact(await reader(), { ...artifact, sha256: 'f'.repeat(64) }, null)));
     expect(err.message).toMatch(/its chunk list does not match the digest recorded at backup/);
     const reordered = { ...artifact, chunks: [...artifact.chunks].reverse() };
-    expect((await rejection(collect(readArtifact(store, reordered, null)))).message).toMatch(/its chunk list does not match/);
-    const longer = await rejection(collect(readArtifact(store, { ...artifact, size: artifact.size + 1 }, null)));
+    expect((await rejection(collect(readArtifact(await reader(), reordered, null)))).message).toMatch(/its chunk list does not match/);
+    const longer = await rejection(collect(readArtifact(await reader(), { ...artifact, size: artifact.size + 1 }, null)));
     expect(longer.message).toMatch(/holds 3000000 bytes where 3000001 were recorded/);
   });
 
@@ -91,9 +97,9 @@ describe('readArtifact', () => {
     const twice = Buffer.concat([content, content]);
     const chunks = [...once.chunks, ...once.chunks];
     const artifact = { ...once, size: twice.length, sha256: chunkListDigest(chunks), chunks };
-    expect((await collect(readArtifact(store, artifact, null))).equals(twice)).toBe(true);
+    expect((await collect(readArtifact(await reader(), artifact, null))).equals(twice)).toBe(true);
     const empty = { ...once, size: 0, sha256: chunkListDigest([]), chunks: [] };
-    expect((await collect(readArtifact(store, empty, null))).length).toBe(0);
+    expect((await collect(readArtifact(await reader(), empty, null))).length).toBe(0);
   });
 
   it('reads only a few chunks ahead of a slow consumer', async () => {
@@ -102,12 +108,13 @@ describe('readArtifact', () => {
     let fetched = 0;
     let inFlight = 0;
     let maxInFlight = 0;
-    const counting = {
-      async get(key: string) {
+    const chunks = await reader();
+    const counting: ChunkReader = {
+      async readChunk(id) {
         fetched++;
         maxInFlight = Math.max(maxInFlight, ++inFlight);
         try {
-          return await store.get(key);
+          return await chunks.readChunk(id);
         } finally {
           inFlight--;
         }
@@ -130,7 +137,8 @@ describe('readArtifact', () => {
   it('stops reading when the consumer gives up', async () => {
     const artifact = await stored(noise(8_000_000, 2));
     let fetched = 0;
-    const stream = readArtifact({ get: (key) => (fetched++, store.get(key)) }, artifact, null, { readAhead: 2 });
+    const chunks = await reader();
+    const stream = readArtifact({ readChunk: (id) => (fetched++, chunks.readChunk(id)) }, artifact, null, { readAhead: 2 });
     for await (const piece of stream as AsyncIterable<Buffer>) {
       void piece;
       break;

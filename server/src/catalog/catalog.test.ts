@@ -3,7 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { chunkKey, FsBackend, Plan } from '@lifeboat/shared';
+import { FsBackend, Plan, StorePackIndex } from '@lifeboat/shared';
 import { backupDriver, type BackupDriver } from '../backup-driver.suite.js';
 import { Catalog } from './catalog.js';
 import { openCatalogDb } from './db.js';
@@ -28,10 +28,11 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-/** What the store really holds for a set of chunks. */
+/** What the store really holds for a set of chunks, as its pack index objects say. */
 async function storedBytes(ids: Iterable<string>): Promise<number> {
+  const index = await StorePackIndex.load(backend);
   let total = 0;
-  for (const id of new Set(ids)) total += (await backend.get(chunkKey(id))).length;
+  for (const id of new Set(ids)) total += index.locate(id)!.length;
   return total;
 }
 

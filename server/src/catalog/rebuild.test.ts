@@ -3,7 +3,7 @@ import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { chunkKey, FsBackend, Plan, snapshotManifestKey } from '@lifeboat/shared';
+import { FsBackend, packKey, Plan, snapshotManifestKey, StorePackIndex } from '@lifeboat/shared';
 import { backupDriver } from '../backup-driver.suite.js';
 import { Catalog } from './catalog.js';
 import { openCatalogDb } from './db.js';
@@ -65,6 +65,11 @@ function describeCatalog(file: string) {
 
 function options(overrides: Partial<RebuildOptions> = {}): RebuildOptions {
   return { dataDir: dir, backend, force: false, checkChunks: true, now: clock + 1000, ...overrides };
+}
+
+/** The store loses the pack that holds a chunk. */
+async function losePackOf(chunkId: string): Promise<void> {
+  await backend.delete(packKey((await StorePackIndex.load(backend)).locate(chunkId)!.pack));
 }
 
 async function deleteCatalog(): Promise<void> {
@@ -143,7 +148,7 @@ describe('rebuildCatalog', () => {
     const text = (await backend.get(snapshotManifestKey(first))).toString();
     await backend.put(snapshotManifestKey(first), Buffer.from(text.slice(0, text.length / 2)));
     const manifest = JSON.parse((await backend.get(snapshotManifestKey(second))).toString()) as { artifacts: { chunks: { id: string }[] }[] };
-    await backend.delete(chunkKey(manifest.artifacts[0]!.chunks.at(-1)!.id));
+    await losePackOf(manifest.artifacts[0]!.chunks.at(-1)!.id);
     await backend.put('snapshots/snap_renamed.json', await backend.get(snapshotManifestKey(snapshots[2]!)));
 
     const report = await rebuildCatalog(options());
@@ -151,7 +156,8 @@ describe('rebuildCatalog', () => {
     expect(report.damaged.map((d) => d.key).sort()).toEqual([snapshotManifestKey(first), snapshotManifestKey(second), 'snapshots/snap_renamed.json'].sort());
     const problems = Object.fromEntries(report.damaged.map((d) => [d.key, d.problems.join(' ')]));
     expect(problems[snapshotManifestKey(first)]).toMatch(/not valid JSON/);
-    expect(problems[snapshotManifestKey(second)]).toMatch(/1 chunk\(s\) the store does not hold/);
+    expect(problems[snapshotManifestKey(second)]).toMatch(/[1-9] chunk\(s\) the store does not hold/);
+    expect(report.packProblems).toEqual([expect.stringMatching(/its pack is missing from the store/)]);
     expect(problems['snapshots/snap_renamed.json']).toMatch(/not the one its key/);
     expect(rebuildSummary(report).join('\n')).toMatch(/3 manifest\(s\) were left out/);
     expect(describeCatalog(catalogFile()).map((s) => s.id)).toEqual([snapshots[2]]);
@@ -161,7 +167,7 @@ describe('rebuildCatalog', () => {
     const { snapshots } = await backedUp();
     await deleteCatalog();
     const manifest = JSON.parse((await backend.get(snapshotManifestKey(snapshots[0]!))).toString()) as { artifacts: { chunks: { id: string }[] }[] };
-    await backend.delete(chunkKey(manifest.artifacts[0]!.chunks[0]!.id));
+    await losePackOf(manifest.artifacts[0]!.chunks[0]!.id);
     expect((await rebuildCatalog(options({ checkChunks: false }))).snapshots).toBe(3);
   });
 

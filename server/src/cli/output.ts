@@ -362,7 +362,7 @@ export function statsTable(stats: StatsView): string[] {
   if (stats.plans.length > 1) lines.push('A chunk several plans share counts in each of those plans and once in the total.');
   const unrecorded = stats.total.chunksWithoutStoredSize;
   if (unrecorded > 0) {
-    lines.push(`${unrecorded} of ${stats.total.uniqueChunks} chunks were stored before their stored size was recorded (or the catalog was rebuilt): they count at their plain size, so bytes stored is approximate.`);
+    lines.push(`${unrecorded} of ${stats.total.uniqueChunks} chunks are in no pack's index (their pack index object is missing or damaged): they count at their plain size, so bytes stored is approximate.`);
   }
   return lines;
 }
@@ -379,8 +379,8 @@ export function pruneLines(report: PruneReport): string[] {
   const gc = report.gc;
   lines.push(
     report.dryRun
-      ? `dry run: nothing removed; ${gc.deleted} unreferenced chunk(s) would be collected, ${gc.spared} spared (grace period or in use)`
-      : `removed ${report.removed} snapshot(s); collected ${gc.deleted} chunk(s), spared ${gc.spared}, ${gc.referenced} still referenced`,
+      ? `dry run: nothing removed; ${gc.deleted} unreferenced chunk(s) would be collected (${formatBytes(gc.bytesFreed)}: ${gc.packsDeleted} pack(s) deleted, ${gc.packsRewritten} rewritten), ${gc.spared} spared (grace period, in use, or in a pack not worth rewriting yet)`
+      : `removed ${report.removed} snapshot(s); collected ${gc.deleted} chunk(s), ${formatBytes(gc.bytesFreed)} freed (${gc.packsDeleted} pack(s) deleted, ${gc.packsRewritten} rewritten); spared ${gc.spared}, ${gc.referenced} still referenced`,
   );
   return lines;
 }

@@ -18,7 +18,7 @@ import type { Catalog } from '../catalog/catalog.js';
 type ChunkIndex = Pick<Catalog, 'chunkLocation' | 'recordPack'>;
 
 /** Packs sealing at once per writer before it stops taking chunks: bounds the server's memory on a slow disk. */
-const MAX_SEALING = 2;
+const MAX_SEALING = 1;
 
 /**
  * Content-addressed chunks on top of a backend, kept in packs (shared/src/store/pack.ts) and located through
@@ -128,7 +128,7 @@ export class PackWriter {
     this.writing.add(packId);
     const done = (async () => {
       try {
-        await this.backend.put(packKey(packId), Buffer.concat(parts, size));
+        await this.backend.put(packKey(packId), parts);
         parts.length = 0;
         await this.backend.put(packIndexKey(packId), encodePackIndex({ format: PACK_INDEX_FORMAT, pack: packId, size, chunks: entries }));
         const now = this.clock();

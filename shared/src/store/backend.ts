@@ -4,8 +4,11 @@
  */
 export interface StoreBackend {
   has(key: string): Promise<boolean>;
-  /** Durable when it resolves (never a partial object under `key`); writing an existing key replaces it. */
-  put(key: string, bytes: Buffer): Promise<void>;
+  /**
+   * Durable when it resolves (never a partial object under `key`); writing an existing key replaces it. Parts
+   * are written one after another as one object (a pack), without being copied into one buffer first.
+   */
+  put(key: string, bytes: Buffer | readonly Buffer[]): Promise<void>;
   /** Rejects with a LifeboatError('not_found') when there is no such object. */
   get(key: string): Promise<Buffer>;
   /**

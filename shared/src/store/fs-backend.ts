@@ -35,7 +35,7 @@ export class FsBackend implements StoreBackend {
     }
   }
 
-  async put(key: string, bytes: Buffer): Promise<void> {
+  async put(key: string, bytes: Buffer | readonly Buffer[]): Promise<void> {
     const path = this.pathOf(key);
     const dir = dirname(path);
     const temp = join(dir, `${TEMP_PREFIX}${randomBytes(6).toString('hex')}`);
@@ -54,7 +54,12 @@ export class FsBackend implements StoreBackend {
         return openTemp();
       });
       try {
-        await handle.writeFile(bytes);
+        if (Buffer.isBuffer(bytes)) await handle.writeFile(bytes);
+        else {
+          const expected = bytes.reduce((n, b) => n + b.length, 0);
+          const { bytesWritten } = await handle.writev(bytes as Buffer[]);
+          if (bytesWritten !== expected) throw new Error(`wrote ${bytesWritten} of ${expected} bytes`);
+        }
         await handle.sync();
       } finally {
         await handle.close();

@@ -130,8 +130,10 @@ export class S3Backend implements StoreBackend {
     }
   }
 
-  async put(key: string, bytes: Buffer): Promise<void> {
+  async put(key: string, content: Buffer | readonly Buffer[]): Promise<void> {
     const objectKey = this.objectKey(key);
+    // One request body: the SDK needs its length and MD5 up front, so parts are joined here.
+    const bytes = Buffer.isBuffer(content) ? content : Buffer.concat(content);
     if (bytes.length > this.maxObjectBytes) {
       throw new LifeboatError(
         'bad_request',
