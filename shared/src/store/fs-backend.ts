@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 import { LifeboatError } from '../errors.js';
 import type { StoreBackend } from './backend.js';
@@ -55,11 +55,7 @@ export class FsBackend implements StoreBackend {
       });
       try {
         if (Buffer.isBuffer(bytes)) await handle.writeFile(bytes);
-        else {
-          const expected = bytes.reduce((n, b) => n + b.length, 0);
-          const { bytesWritten } = await handle.writev(bytes as Buffer[]);
-          if (bytesWritten !== expected) throw new Error(`wrote ${bytesWritten} of ${expected} bytes`);
-        }
+        else await writeAll(handle, bytes);
         await handle.sync();
       } finally {
         await handle.close();
@@ -129,6 +125,16 @@ async function* walk(root: string, dir: string): AsyncIterable<string> {
     const path = join(dir, entry.name);
     if (entry.isDirectory()) yield* walk(root, path);
     else if (entry.isFile()) yield relative(root, path).split(sep).join('/');
+  }
+}
+
+/** writev until every part is written: a nearly full disk takes part of a write, and the next one fails with ENOSPC. */
+async function writeAll(handle: FileHandle, parts: readonly Buffer[]): Promise<void> {
+  let rest = [...parts];
+  while (rest.length > 0) {
+    let { bytesWritten } = await handle.writev(rest);
+    while (rest.length > 0 && bytesWritten >= rest[0]!.length) bytesWritten -= rest.shift()!.length;
+    if (bytesWritten > 0) rest[0] = rest[0]!.subarray(bytesWritten);
   }
 }
 
