@@ -6,7 +6,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { Minimatch } from 'minimatch';
 import { Header, Pax, type HeaderData } from 'tar';
-import { FILE_SEGMENT, LifeboatError, type ArtifactMetadata, type ChunkRef } from '@lifeboat/shared';
+import { FILE_SEGMENT, GarbageMeter, LifeboatError, type ArtifactMetadata, type ChunkRef } from '@lifeboat/shared';
 import { abortReason, fsReason, isCode, isFsError, shown, throttled } from '../fs-errors.js';
 import type { JobContext, StreamPiece } from '../sources/source.js';
 import { FilesCache, type ManifestLine, type SegmentRecord } from './files-cache.js';
@@ -388,7 +388,15 @@ function lineOf(e: PlannedEntry): ManifestLine {
 }
 
 /** Counts an archived entry and adds its manifest line. */
+/**
+ * Walking a tree makes small garbage (stat results, headers, manifest lines, cache records) but no large buffers,
+ * so nothing else would prompt a collection: about this much per entry, counted so the heap stays small.
+ */
+const GARBAGE_PER_ENTRY = 2048;
+const walkGarbage = new GarbageMeter(4 * 1024 * 1024, 64 * 1024 * 1024);
+
 async function note(a: Archiver, lines: ManifestLine[], line: ManifestLine): Promise<void> {
+  walkGarbage.add(GARBAGE_PER_ENTRY);
   a.counts.entries++;
   if (line.type === 'file' || line.type === 'hardlink') a.counts.files++;
   if (line.type === 'file') a.counts.fileBytes += line.size;

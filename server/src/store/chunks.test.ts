@@ -100,6 +100,24 @@ describe('ChunkStore', () => {
       expect(await backend.has(packIndexKey(at.pack))).toBe(true);
     }));
 
+  it('reads a chunk that garbage collection moved to another pack between the lookup and the read', () =>
+    withStore(async (chunks, backend, catalog) => {
+      const c = encodeChunk(randomBytes(5000), { level: 0 });
+      const first = chunks.writer();
+      first.add(c.id, c.stored, c.size);
+      await first.flush();
+      const old = catalog.chunkLocation(c.id)!;
+      const rewrite = chunks.writer({ move: true });
+      rewrite.add(c.id, c.stored, c.size);
+      await rewrite.flush();
+      expect(catalog.chunkLocation(c.id)!.pack).not.toBe(old.pack);
+      await backend.delete(packKey(old.pack));
+      let lookups = 0;
+      const stale = new ChunkStore(backend, { chunkLocation: (id) => (lookups++ === 0 ? old : catalog.chunkLocation(id)), recordPack: () => undefined });
+      expect((await stale.get(c.id, c.size)).equals(c.stored)).toBe(true);
+      expect(lookups).toBe(2);
+    }));
+
   it('accepts an encrypted chunk it cannot read, checking what it can', () =>
     withStore(async (chunks) => {
       const c = encodeChunk(plain, { level: 3, keys: { encryption: randomBytes(32), id: randomBytes(32) } });

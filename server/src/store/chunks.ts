@@ -43,9 +43,18 @@ export class ChunkStore {
 
   /** The stored bytes of a chunk, verified; 'not_found' when the store does not hold it. */
   async get(id: string, plainSize: number | null): Promise<Buffer> {
-    const at = this.index.chunkLocation(id);
+    let at = this.index.chunkLocation(id);
     if (!at) throw new LifeboatError('not_found', `the store has no chunk ${id.slice(0, 16)}…`);
-    const stored = await this.backend.getRange(packKey(at.pack), at.offset, at.length);
+    let stored: Buffer;
+    try {
+      stored = await this.backend.getRange(packKey(at.pack), at.offset, at.length);
+    } catch (err) {
+      // Garbage collection may have moved the chunk to a new pack and deleted the old one since the lookup.
+      const moved = this.index.chunkLocation(id);
+      if (!(err instanceof LifeboatError && err.code === 'not_found') || !moved || moved.pack === at.pack) throw err;
+      at = moved;
+      stored = await this.backend.getRange(packKey(at.pack), at.offset, at.length);
+    }
     verifyStoredChunk(stored, id, plainSize, 'the stored chunk is damaged');
     return stored;
   }
