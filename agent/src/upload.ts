@@ -6,6 +6,7 @@ import {
   FrameKind,
   GarbageMeter,
   LifeboatError,
+  MAX_CHUNK_QUERY,
   newTransferId,
   UPLOAD_WINDOW,
   UPLOAD_WINDOW_BYTES,
@@ -48,11 +49,11 @@ export interface UploadResult {
   note?: string;
 }
 
-/** A chunk as offered: encoded, or reused from the files cache (its bytes were not read, the store holds them). */
+/** A chunk as offered: encoded, ready to send if the store lacks it. */
 interface OfferedChunk {
   id: string;
   size: number;
-  stored: Buffer | null;
+  stored: Buffer;
 }
 
 /**
@@ -107,10 +108,6 @@ export async function uploadArtifact(
           const entry = offered.get(msg.payload.chunkId);
           if (!entry) {
             failure = new LifeboatError('protocol', `the server asked for chunk ${msg.payload.chunkId}, which was not offered`);
-            break;
-          }
-          if (!entry.chunk.stored) {
-            failure = new LifeboatError('integrity', `the store lost chunk ${msg.payload.chunkId.slice(0, 16)}…, which the files cache reused unread; run the backup again (it reads those files anew)`);
             break;
           }
           sentBytes += entry.chunk.stored.length;
@@ -198,13 +195,28 @@ export async function uploadArtifact(
     for (const ref of piece.chunks) {
       size += ref.size;
       chunks++;
-      await offer({ id: ref.id, size: ref.size, stored: null });
+      listDigest.add(ref.id, ref.size);
+      reused.push({ id: ref.id, size: ref.size });
+      if (reused.length >= MAX_CHUNK_QUERY) sendReused();
     }
+    ctx.progress('uploading', size);
+  };
+
+  /**
+   * Chunks the files cache reused, which the server confirmed it holds (chunks.query): gathered and sent in
+   * batches with nothing to wait for, ahead of the next offer so the server sees the artifact in order.
+   */
+  let reused: ChunkRef[] = [];
+  const sendReused = () => {
+    if (reused.length === 0) return;
+    link.send('chunks.reused', { uploadId, chunks: reused });
+    reused = [];
   };
 
   const garbage = new GarbageMeter(4 * 1024 * 1024, 32 * 1024 * 1024);
   const offer = async (chunk: OfferedChunk) => {
-    if (chunk.stored) garbage.add(chunk.size + chunk.stored.length);
+    sendReused();
+    garbage.add(chunk.size + chunk.stored.length);
     listDigest.add(chunk.id, chunk.size);
     // A window by count and by bytes: one chunk may always go, however large.
     await waitUntil(() => unsettled === 0 || (unsettled < UPLOAD_WINDOW && unsettledBytes + chunk.size <= UPLOAD_WINDOW_BYTES));
@@ -225,6 +237,7 @@ export async function uploadArtifact(
     }
     for (const plain of chunker.finish()) await cut(plain);
     while (encoding.length) await offer(await nextEncoded());
+    sendReused();
     // The source's own verdict (exit code, signal, truncation) decides, not the stream having ended.
     const metadata = await artifact.metadata;
     await waitUntil(() => unsettled === 0);

@@ -3,7 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createLogger, FsBackend, Plan } from '@lifeboat/shared';
+import { chunkListDigest, createLogger, FsBackend, Plan } from '@lifeboat/shared';
 import { backupDriver, type BackupDriver } from './backup-driver.suite.js';
 import { Catalog } from './catalog/catalog.js';
 import { openCatalogDb } from './catalog/db.js';
@@ -53,6 +53,33 @@ describe('chunks.query (what a files cache may reuse)', () => {
     expect(driver.jobs.isChunkInFlight(stored[0]!)).toBe(false);
     expect(await gc()).toMatchObject({ deleted: stored.length, packsDeleted: 1 });
     for (const id of stored) expect(driver.jobs.store.has(id)).toBe(false);
+  });
+
+  it('takes chunks sent as reused only when a chunks.query of the job found them', async () => {
+    const { snapshotId } = await driver.backUp('web', [{ name: 'site', content: randomBytes(3_000_000) }]);
+    const stored = catalog.artifactsOf(snapshotId).flatMap((a) => catalog.chunksOf(a.id));
+    const { job } = driver.jobs.requestBackup('web', 'manual');
+    const agentId = job.agentId;
+    driver.jobs.onStarted(agentId, { jobId: job.id });
+    const failed = (uploadId: string) => driver.sent.find((m) => m.type === 'upload.failed' && m.payload.uploadId === uploadId)?.payload.error;
+
+    const unasked = randomUUID();
+    driver.jobs.onArtifactBegin(agentId, { jobId: job.id, uploadId: unasked, step: 0, kind: 'files', name: 'site' });
+    driver.jobs.onChunksReused(agentId, { uploadId: unasked, chunks: stored });
+    expect(failed(unasked)).toMatchObject({ code: 'protocol', message: expect.stringMatching(/no chunks.query of job .* found it/) });
+
+    await driver.jobs.onChunksQuery(agentId, { jobId: job.id, queryId: randomUUID(), chunkIds: stored.map((c) => c.id) });
+    const uploadId = randomUUID();
+    const size = stored.reduce((n, c) => n + c.size, 0);
+    driver.jobs.onArtifactBegin(agentId, { jobId: job.id, uploadId, step: 0, kind: 'files', name: 'site' });
+    driver.jobs.onChunksReused(agentId, { uploadId, chunks: stored });
+    const metadata = { kind: 'files' as const, paths: ['/srv/site'], entries: 1, files: 1, directories: 0, symlinks: 0, fileBytes: size };
+    await driver.jobs.onArtifactEnd(agentId, { jobId: job.id, uploadId, size, sha256: chunkListDigest(stored), chunks: stored.length, metadata });
+    expect(failed(uploadId)).toBeUndefined();
+    await driver.jobs.onFinished(agentId, { jobId: job.id, ok: true, artifacts: 1 });
+    const done = catalog.job(job.id)!;
+    expect(done.status).toBe('succeeded');
+    expect(catalog.artifactsOf(done.snapshotId!).flatMap((a) => catalog.chunksOf(a.id))).toEqual(stored);
   });
 
   it('refuses a query from a job that is not a backup in progress', async () => {

@@ -386,6 +386,19 @@ export class JobService {
     });
   }
 
+  /** Chunks of the artifact the agent reused unread: no question, no answer, as a chunks.query claimed them. */
+  onChunksReused(agentId: string, p: PayloadOf<typeof AgentMessages, 'chunks.reused'>): void {
+    const { live, upload } = this.uploadOf(agentId, p.uploadId);
+    for (const chunk of p.chunks) {
+      if (!live.confirmed.has(chunk.id)) {
+        this.failUpload(live, upload, new LifeboatError('protocol', `chunk ${chunk.id.slice(0, 16)}… was sent as reused, but no chunks.query of job ${live.id} found it in the store`));
+        return;
+      }
+      upload.chunks.push(chunk);
+      upload.size += chunk.size;
+    }
+  }
+
   /** A binary frame: a chunk the server asked for (agent → server). */
   onFrame(agentId: string, buf: Buffer): void {
     const decoded = decodeFrame(buf);

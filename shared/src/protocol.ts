@@ -206,6 +206,11 @@ export const AgentMessages = {
   }),
   /** The next chunk of the artifact, in order. The server answers chunk.have (no upload needed) or chunk.want. */
   'chunk.offer': z.object({ uploadId: z.uuid(), chunkId: Sha256Hex, size: z.number().int().min(0).max(MAX_CHUNK_BYTES) }),
+  /**
+   * The next chunks of the artifact, in order, reused unread from the files cache: each one this job's
+   * chunks.query found in the store (and so claimed). Nothing is sent back; a chunk not claimed fails the upload.
+   */
+  'chunks.reused': z.object({ uploadId: z.uuid(), chunks: z.array(ChunkRef).min(1).max(MAX_CHUNK_QUERY) }),
   'artifact.end': z.object({
     jobId: z.string(),
     uploadId: z.uuid(),

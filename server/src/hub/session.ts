@@ -90,6 +90,8 @@ export class AgentSession {
         return jobs.onArtifactBegin(this.agent.id, msg.payload);
       case 'chunk.offer':
         return jobs.onChunkOffer(this.agent.id, msg.payload);
+      case 'chunks.reused':
+        return jobs.onChunksReused(this.agent.id, msg.payload);
       case 'artifact.end':
         return jobs.onArtifactEnd(this.agent.id, msg.payload);
       case 'artifact.abort':
