@@ -21,7 +21,7 @@ const bins = (root) => ({
 });
 const ALLOCATOR_ENV = { MALLOC_MMAP_THRESHOLD_: '262144', MALLOC_ARENA_MAX: '2' };
 /** The V8 flags the launchers give node. */
-const NODE_FLAGS = ['--max-semi-space-size=2'];
+const NODE_FLAGS = ['--max-semi-space-size=2', '--heap-growing-percent=20'];
 
 /**
  * Copies the built programs (bin, dist, package.json, the node_modules links; not src) to `dest`, so that a

@@ -14,9 +14,9 @@ Wants=network-online.target
 
 [Service]
 Type=simple
-# Flat memory on long backups: freed chunk buffers go back to the system (see bin/lifeboat-agent).
+# Flat memory on long backups: freed chunk buffers go back to the system, the heap grows little (see bin/lifeboat-agent).
 Environment=MALLOC_MMAP_THRESHOLD_=262144 MALLOC_ARENA_MAX=2
-ExecStart=${opts.nodePath} --max-semi-space-size=2 ${opts.agentScript} run --config ${opts.configPath}
+ExecStart=${opts.nodePath} --max-semi-space-size=2 --heap-growing-percent=20 ${opts.agentScript} run --config ${opts.configPath}
 Restart=on-failure
 RestartSec=5
 RestartPreventExitStatus=78
