@@ -1,5 +1,5 @@
 /**
- * Content-defined chunking (FastCDC with normalized chunking): cut points depend on the content, so an insertion
+ * Content-defined chunking (FastCDC's gear hash, one mask): cut points depend on the content, so an insertion
  * early in a stream moves only the chunks around it and a dump that changed 2% stores about 2% new bytes.
  * The parameters are the store's: changing them changes every chunk id, so they live here, once.
  */
@@ -38,10 +38,14 @@ const GEAR = (() => {
   return table;
 })();
 
-/** Masks with more one-bits before the average size (harder to cut) and fewer after (easier): normalized chunking. */
-const bits = Math.log2(CHUNK_AVG);
-const MASK_SMALL = spreadMask(bits + 2);
-const MASK_LARGE = spreadMask(bits - 2);
+/**
+ * One mask for every position past the minimum size: a cut point is where the hash of the last 32 bytes matches
+ * it, wherever the chunk started. Its one-bits make a cut point about every CHUNK_AVG - CHUNK_MIN bytes, so chunks
+ * average CHUNK_AVG. (FastCDC's normalized chunking, a harder mask before the average and an easier one after,
+ * makes a cut depend on how far the chunk started: after an edit the two chunkings then rarely meet again, and a
+ * 600 KiB rewrite in a media file re-stored every chunk to its end. With one mask they meet within a chunk or two.)
+ */
+const MASK = spreadMask(Math.round(Math.log2(CHUNK_AVG - CHUNK_MIN)));
 
 /** A mask with `count` one-bits spread over the upper 32 bits (FastCDC's padded masks). */
 function spreadMask(count: number): number {
@@ -104,16 +108,10 @@ export class ContentDefinedChunker {
   private scanHashed(piece: Uint8Array, from: number, lengthAtFrom: number): { consumed: number; cut: boolean } {
     let hash = this.hash;
     let i = from;
-    // Two tight loops (harder mask up to the average size, easier after) rather than a test per byte.
-    const smallEnd = Math.min(piece.length, from + Math.max(0, CHUNK_AVG - lengthAtFrom));
-    for (; i < smallEnd; i++) {
+    const end = Math.min(piece.length, from + (CHUNK_MAX - lengthAtFrom));
+    for (; i < end; i++) {
       hash = ((hash << 1) + GEAR[piece[i]!]!) >>> 0;
-      if ((hash & MASK_SMALL) === 0) return this.cutAt(i + 1 - from);
-    }
-    const largeEnd = Math.min(piece.length, from + (CHUNK_MAX - lengthAtFrom));
-    for (; i < largeEnd; i++) {
-      hash = ((hash << 1) + GEAR[piece[i]!]!) >>> 0;
-      if ((hash & MASK_LARGE) === 0) return this.cutAt(i + 1 - from);
+      if ((hash & MASK) === 0) return this.cutAt(i + 1 - from);
     }
     if (lengthAtFrom + (i - from) === CHUNK_MAX) return this.cutAt(i - from);
     this.hash = hash;
