@@ -1,5 +1,5 @@
 import { and, asc, count, desc, eq, inArray, sql, type SQL, type SQLWrapper } from 'drizzle-orm';
-import { LifeboatError, Plan, type JobStatus, type Plan as PlanT } from '@lifeboat/shared';
+import { LifeboatError, Plan, type JobStatus, type PackIndex, type Plan as PlanT } from '@lifeboat/shared';
 import type { CatalogDb } from './db.js';
 import type { Statement } from 'better-sqlite3';
 import { agents, artifactChunks, artifacts, chunks, drills, enrollmentTokens, jobs, packs, plans, snapshots } from './schema.js';
@@ -322,11 +322,13 @@ export class Catalog {
    * A pack just made durable, with its chunks, in one transaction. A chunk already indexed elsewhere keeps its
    * first location (this pack's copy is garbage), unless `move` says this pack replaces the old one (repacking).
    */
-  recordPack(pack: PackRow, entries: readonly Omit<ChunkRow, 'packId' | 'createdAt' | 'lastUsedAt'>[], move = false): void {
+  recordPack(index: PackIndex, createdAt: number, move = false): void {
     this.db.transaction((tx) => {
-      tx.insert(packs).values(pack).onConflictDoNothing().run();
-      for (let i = 0; i < entries.length; i += 200) {
-        const rows = entries.slice(i, i + 200).map((e) => ({ ...e, packId: pack.id, createdAt: pack.createdAt, lastUsedAt: pack.createdAt }));
+      tx.insert(packs).values({ id: index.pack, size: index.size, chunkCount: index.chunks.length, createdAt }).onConflictDoNothing().run();
+      for (let i = 0; i < index.chunks.length; i += 200) {
+        const rows = index.chunks
+          .slice(i, i + 200)
+          .map(([id, packOffset, storedSize, plainSize]) => ({ id, packId: index.pack, packOffset, storedSize, plainSize, createdAt, lastUsedAt: createdAt }));
         const insert = tx.insert(chunks).values(rows);
         if (move) insert.onConflictDoUpdate({ target: chunks.id, set: { packId: sql`excluded.pack_id`, packOffset: sql`excluded.pack_offset`, storedSize: sql`excluded.stored_size` } }).run();
         else insert.onConflictDoNothing().run();

@@ -351,10 +351,7 @@ async function indexPacks(backend: StoreBackend, catalog: Catalog, options: Rebu
     try {
       const index = readPackIndex(await backend.get(key), key);
       if (options.checkChunks && !stored.has(index.pack)) throw new LifeboatError('not_found', `${key}: its pack is missing from the store`);
-      catalog.recordPack(
-        { id: index.pack, size: index.size, chunkCount: index.chunks.length, createdAt: options.now },
-        index.chunks.map(([id, packOffset, storedSize, plainSize]) => ({ id, packOffset, storedSize, plainSize })),
-      );
+      catalog.recordPack(index, options.now);
       report.packs++;
       report.indexedChunks += index.chunks.length;
     } catch (err) {

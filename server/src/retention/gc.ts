@@ -141,10 +141,7 @@ async function reconcilePacks(catalog: Catalog, backend: StoreBackend, store: Jo
     try {
       const index = readPackIndex(await backend.get(packIndexKey(id)), packIndexKey(id));
       if (!options.dryRun) {
-        catalog.recordPack(
-          { id, size: index.size, chunkCount: index.chunks.length, createdAt: options.now },
-          index.chunks.map(([chunkId, packOffset, storedSize, plainSize]) => ({ id: chunkId, packOffset, storedSize, plainSize })),
-        );
+        catalog.recordPack(index, options.now);
       }
       options.log.info('pack adopted into the catalog from its index object', { pack: id, chunks: index.chunks.length });
     } catch (err) {

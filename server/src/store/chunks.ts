@@ -11,6 +11,7 @@ import {
   packKey,
   readChunkHeader,
   type PackEntry,
+  type PackIndex,
   type StoreBackend,
 } from '@lifeboat/shared';
 import type { Catalog } from '../catalog/catalog.js';
@@ -139,13 +140,9 @@ export class PackWriter {
       try {
         await this.backend.put(packKey(packId), parts);
         parts.length = 0;
-        await this.backend.put(packIndexKey(packId), encodePackIndex({ format: PACK_INDEX_FORMAT, pack: packId, size, chunks: entries }));
-        const now = this.clock();
-        this.index.recordPack(
-          { id: packId, size, chunkCount: entries.length, createdAt: now },
-          entries.map(([id, packOffset, storedSize, plainSize]) => ({ id, packOffset, storedSize, plainSize })),
-          this.move,
-        );
+        const index: PackIndex = { format: PACK_INDEX_FORMAT, pack: packId, size, chunks: entries };
+        await this.backend.put(packIndexKey(packId), encodePackIndex(index));
+        this.index.recordPack(index, this.clock(), this.move);
       } catch (err) {
         this.failure ??= err instanceof LifeboatError ? err : new LifeboatError('store_failed', `writing a pack failed: ${describeError(err).message}`);
       } finally {
