@@ -120,7 +120,7 @@ export const StorageFigures = z.object({
   uniqueChunks: z.number().int().min(0),
   /** The stored (compressed, maybe encrypted) size of those chunks, each counted once. */
   bytesStored: z.number().min(0),
-  /** Chunks stored before the server recorded stored sizes: counted at their plain size in bytesStored. */
+  /** Referenced chunks in no pack's index (their index object was lost): counted at their plain size in bytesStored. */
   chunksWithoutStoredSize: z.number().int().min(0),
   /** bytesIn / bytesStored (deduplication and compression together); null when nothing is stored. */
   dedupRatio: z.number().nullable(),

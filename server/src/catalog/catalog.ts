@@ -46,7 +46,7 @@ export interface StoreFigures {
   uniqueChunks: number;
   /** Stored (compressed, encrypted) sizes of those chunks, each counted once. */
   bytesStored: number;
-  /** Referenced chunks with no recorded stored size, counted at their plain size instead. */
+  /** Referenced chunks in no pack's index (so of unknown stored size), counted at their plain size instead. */
   chunksWithoutStoredSize: number;
 }
 

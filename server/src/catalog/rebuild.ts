@@ -78,7 +78,7 @@ export interface RebuildReport {
   damaged: ManifestProblem[];
   /** Manifests rebuilt with a remark (e.g. a plan body this version no longer reads). */
   remarks: ManifestProblem[];
-  /** Distinct chunks the snapshots reference, and how many of them have no recorded stored size. */
+  /** Distinct chunks the snapshots reference, and how many of them are in no pack's index. */
   uniqueChunks: number;
   chunksWithoutStoredSize: number;
 }
