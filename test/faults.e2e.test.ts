@@ -2,6 +2,7 @@ import { mkdir, readFile, readdir, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PROTOCOL_VERSION } from '@lifeboat/shared';
 import { writeBigFile } from './tree.js';
 import { BIN, enrollAgent, runCli, startProcess, startTestServer, tempDir, waitForJob, waitUntil, type JobLike, type TestAgent, type TestServer } from './harness.js';
 
@@ -145,7 +146,7 @@ describe('bad input and faults', () => {
 
     const ws1 = await connectAs(extra.configPath);
     const c1 = closed(ws1);
-    ws1.send(JSON.stringify({ v: 1, id: 'x', type: 'job.finished', payload: { nonsense: true } }));
+    ws1.send(JSON.stringify({ v: PROTOCOL_VERSION, id: 'x', type: 'job.finished', payload: { nonsense: true } }));
     expect(await c1).toBe(1008);
 
     const ws2 = await connectAs(extra.configPath);

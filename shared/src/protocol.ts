@@ -9,7 +9,8 @@ import { EncryptionSettings } from './keys.js';
  * `{ v, id, type, payload }`, one catalog per direction; data travels in binary frames (frames.ts).
  * A message that fails to parse is answered with `error` and dropped, never thrown across the wire.
  */
-export const PROTOCOL_VERSION = 1;
+/** 2: chunks.reused, and chunk ids from the content-only chunker (the store holds packs). */
+export const PROTOCOL_VERSION = 2;
 /** Chunk ids per chunks.query. */
 export const MAX_CHUNK_QUERY = 4096;
 

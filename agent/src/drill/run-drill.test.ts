@@ -7,7 +7,7 @@ import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AgentMessages, createLogger, LifeboatError, type ArtifactForRestore, type DrillCheck, type PostgresStepOptions } from '@lifeboat/shared';
+import { AgentMessages, createLogger, LifeboatError, PROTOCOL_VERSION, type ArtifactForRestore, type DrillCheck, type PostgresStepOptions } from '@lifeboat/shared';
 import { JobRunner } from '../runner.js';
 import { cleanLeftoverScratch, processAlive, readMarker, SCRATCH_PREFIX } from '../scratch/common.js';
 import { startScratchMariadb, type ScratchMariadb } from '../scratch/mariadb.js';
@@ -272,14 +272,14 @@ describe('JobRunner and job.drill', () => {
         }, 50);
       });
 
-    runner.start({ v: 1, id: 'm1', type: 'job.drill', payload: { ...job([sqliteArtifact], [{ sql: 'SELECT count(*) = 300 FROM notes' }]), jobId: 'job_pass' } });
+    runner.start({ v: PROTOCOL_VERSION, id: 'm1', type: 'job.drill', payload: { ...job([sqliteArtifact], [{ sql: 'SELECT count(*) = 300 FROM notes' }]), jobId: 'job_pass' } });
     const passed = await finished('job_pass');
     expect(link.sent[0]).toEqual({ type: 'job.started', payload: { jobId: 'job_pass' } });
     expect(passed).toMatchObject({ jobId: 'job_pass', ok: true, summary: expect.stringMatching(/^drill passed: 3 checks/) });
     expect(passed.error).toBeUndefined();
     expect(passed.drill?.checks.every((c) => c.ok)).toBe(true);
 
-    runner.start({ v: 1, id: 'm2', type: 'job.drill', payload: { ...job([sqliteArtifact], [{ sql: 'SELECT count(*) = 1 FROM notes' }]), jobId: 'job_fail' } });
+    runner.start({ v: PROTOCOL_VERSION, id: 'm2', type: 'job.drill', payload: { ...job([sqliteArtifact], [{ sql: 'SELECT count(*) = 1 FROM notes' }]), jobId: 'job_fail' } });
     const failed = await finished('job_fail');
     expect(failed).toMatchObject({ jobId: 'job_fail', ok: false, error: { code: 'restore_failed', message: expect.stringMatching(/^1 of 3 checks failed: sql: /) } });
     expect(failed.drill?.checks).toHaveLength(3);

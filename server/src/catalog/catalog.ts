@@ -343,6 +343,10 @@ export class Catalog {
   }
   private locate: Statement | undefined;
 
+  hasPack(packId: string): boolean {
+    return this.db.select({ id: packs.id }).from(packs).where(eq(packs.id, packId)).get() !== undefined;
+  }
+
   listPacks(): PackRow[] {
     return this.db.select().from(packs).all();
   }

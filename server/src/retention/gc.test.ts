@@ -77,6 +77,21 @@ describe('garbage collection over packs', () => {
     }
   });
 
+  it('never takes for an orphan a pack whose writer finishes while the collection runs', async () => {
+    const c = encodeChunk(randomBytes(10_000), { level: 0 });
+    const writer = driver.jobs.store.writer();
+    writer.add(c.id, c.stored, c.size);
+    // The pack is sealed (object, index object, catalog rows) just as the collection lists the packs.
+    const racing = Object.assign(Object.create(backend) as FsBackend, {
+      async *list(prefix: string) {
+        if (prefix === 'packs/') await writer.flush();
+        yield* backend.list(prefix);
+      },
+    });
+    await collectGarbage(catalog, racing, driver.jobs, { now: clock, graceMs: DAY, dryRun: false, log: createLogger('test', { level: 'error' }) });
+    expect((await driver.jobs.store.get(c.id, c.size)).equals(c.stored)).toBe(true);
+  });
+
   it('removes an orphan pack (no index object) and adopts an indexed pack the catalog does not know', async () => {
     await driver.backUp('web', [{ name: 'site', content: randomBytes(800_000) }]);
     const orphan = encodeChunk(randomBytes(10_000), { level: 0 });

@@ -1,4 +1,4 @@
-import { describeError, packIdOfKey, packIndexKey, packKey, PACK_INDEX_PREFIX, PACKS_PREFIX, readPackIndex, type Logger, type StoreBackend } from '@lifeboat/shared';
+import { describeError, packIdOfKey, packIndexKey, packKey, PACKS_PREFIX, readPackIndex, type Logger, type StoreBackend } from '@lifeboat/shared';
 import type { Catalog, ChunkRow, PackRow } from '../catalog/catalog.js';
 import type { JobService } from '../jobs.js';
 import { verifyStoredChunk } from '../store/chunks.js';
@@ -28,7 +28,21 @@ const REWRITE_GARBAGE_SHARE = 0.05;
  * rebuilt catalog, a crash before the catalog write) is adopted; one without an index object is an orphan of
  * a crash and deleted.
  */
-export async function collectGarbage(
+export function collectGarbage(
+  catalog: Catalog,
+  backend: StoreBackend,
+  jobs: Pick<JobService, 'isChunkInFlight' | 'store'>,
+  options: { now: number; graceMs: number; dryRun: boolean; log: Logger },
+): Promise<GcReport> {
+  // One collection at a time: the admin's prune and the scheduled one must not rewrite the same packs at once.
+  const run = collecting.then(() => collectOnce(catalog, backend, jobs, options));
+  collecting = run.catch(() => undefined);
+  return run;
+}
+
+let collecting: Promise<unknown> = Promise.resolve();
+
+async function collectOnce(
   catalog: Catalog,
   backend: StoreBackend,
   jobs: Pick<JobService, 'isChunkInFlight' | 'store'>,
@@ -122,18 +136,18 @@ async function removePack(backend: StoreBackend, packId: string, log: Logger): P
   }
 }
 
-/** Brings the catalog's pack list in line with the store's objects (see collectGarbage). */
+/**
+ * Brings the catalog's pack list in line with the store's objects (see collectGarbage). Each pack is judged on
+ * what is true when it is reached, never on an earlier listing: a writer seals packs all the while (pack, index
+ * object, catalog rows), and a pack it finished after a listing of index objects is not an orphan. A pack this
+ * process is not writing and the catalog does not know was either left by a crash or indexed elsewhere; only
+ * then does its index object decide.
+ */
 async function reconcilePacks(catalog: Catalog, backend: StoreBackend, store: JobService['store'], options: { now: number; dryRun: boolean; log: Logger }): Promise<void> {
-  const known = new Set(catalog.listPacks().map((p) => p.id));
-  const indexed = new Set<string>();
-  for await (const key of backend.list(PACK_INDEX_PREFIX)) {
-    const id = packIdOfKey(key);
-    if (id) indexed.add(id);
-  }
   for await (const key of backend.list(PACKS_PREFIX)) {
     const id = packIdOfKey(key);
-    if (!id || known.has(id) || store.isWriting(id)) continue;
-    if (!indexed.has(id)) {
+    if (!id || catalog.hasPack(id) || store.isWriting(id)) continue;
+    if (!(await backend.has(packIndexKey(id)))) {
       options.log.warn('orphan pack (no index object; left by a crash) deleted', { pack: id, dryRun: options.dryRun || undefined });
       if (!options.dryRun) await backend.delete(key);
       continue;
