@@ -6,7 +6,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { Minimatch } from 'minimatch';
 import { Header, Pax, type HeaderData } from 'tar';
-import { FILE_SEGMENT, GarbageMeter, LifeboatError, type ArtifactMetadata, type ChunkRef } from '@lifeboat/shared';
+import { FILE_SEGMENT, GarbageMeter, LifeboatError, type ArtifactMetadata } from '@lifeboat/shared';
 import { abortReason, fsReason, isCode, isFsError, shown, throttled } from '../fs-errors.js';
 import type { JobContext, StreamPiece } from '../sources/source.js';
 import { FilesCache, type ManifestLine, type SegmentRecord } from './files-cache.js';

@@ -6,14 +6,11 @@ import {
   connectForBackup,
   APPLICATION_NAME,
   conninfo,
-  connectPostgres,
   dumpToolFor,
   pgToolEnv,
-  readPassword,
   serverVersion,
   writePassfile,
   type Passfile,
-  type PgEndpoint,
 } from '../db/postgres-tools.js';
 import { abortReason, throttled } from '../fs-errors.js';
 import { backupError, writeDumpFile } from './postgres.js';

@@ -25,7 +25,6 @@ import {
   conninfo,
   connectPostgres,
   countRows,
-  describeEndpoint,
   displayName,
   dumpToolFor,
   pgReason,
