@@ -51,7 +51,7 @@ program
   .requiredOption('--data <dir>', 'the server\'s data directory; DATA/catalog.db is replaced (the old one is kept as catalog.db.bak-<time>)')
   .option('--store <dir|s3://bucket/prefix?endpoint=URL>', 'the store, as given to `start` (default DATA/store)')
   .option('--force', 'replace a catalog that already lists snapshots (agents, plans and job history in it are kept)')
-  .option('--no-check-chunks', 'do not check that every chunk a manifest names is in the store (faster on a large bucket)')
+  .option('--no-check-chunks', 'do not check that every chunk a manifest names is in a pack index, nor that each indexed pack exists (one listing of packs/ fewer)')
   .addHelpText(
     'after',
     [
