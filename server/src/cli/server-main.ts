@@ -47,7 +47,7 @@ program
 
 program
   .command('rebuild-catalog')
-  .description('Rebuild the catalog (snapshots, artifacts, chunk lists, plans) from the manifests in the store alone. Stop the server first.')
+  .description('Rebuild the catalog (snapshots, artifacts, chunk lists, plans, and the chunk index from the packs\' index objects) from the store alone. Stop the server first.')
   .requiredOption('--data <dir>', 'the server\'s data directory; DATA/catalog.db is replaced (the old one is kept as catalog.db.bak-<time>)')
   .option('--store <dir|s3://bucket/prefix?endpoint=URL>', 'the store, as given to `start` (default DATA/store)')
   .option('--force', 'replace a catalog that already lists snapshots (agents, plans and job history in it are kept)')
