@@ -59,9 +59,10 @@ interface OfferedChunk {
 /**
  * Streams one artifact to the server: cuts it into content-defined chunks, offers each by id, and sends only
  * the ones the store lacks. At most UPLOAD_WINDOW offers are unsettled at any time — the server settles an
- * offer by answering "have" or by acknowledging the uploaded chunk once it is durable — so a slow store slows
- * the source down instead of filling the agent's memory, and a retry after a cut connection sends only what
- * never became durable.
+ * offer by answering "have" or by acknowledging the uploaded chunk once it is packed (its pack is sealed, and so
+ * durable, before the artifact counts as stored) — so a slow store slows the source down instead of filling the
+ * agent's memory, and a retry after a cut connection sends only what never became durable. Chunks the files
+ * cache reused go as `chunks.reused`, unasked.
  */
 export async function uploadArtifact(
   link: ServerLink,

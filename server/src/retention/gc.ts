@@ -16,6 +16,10 @@ export interface GcReport {
   bytesFreed: number;
 }
 
+/** What a collection needs of the job service: which chunks jobs rely on, and the store's packs being written. */
+type GcJobs = Pick<JobService, 'isChunkInFlight' | 'store'>;
+type GcOptions = { now: number; graceMs: number; dryRun: boolean; log: Logger };
+
 /** A pack is rewritten once this share of it is garbage (restic prune's default is 5%). */
 const REWRITE_GARBAGE_SHARE = 0.05;
 
@@ -28,12 +32,7 @@ const REWRITE_GARBAGE_SHARE = 0.05;
  * rebuilt catalog, a crash before the catalog write) is adopted; one without an index object is an orphan of
  * a crash and deleted.
  */
-export function collectGarbage(
-  catalog: Catalog,
-  backend: StoreBackend,
-  jobs: Pick<JobService, 'isChunkInFlight' | 'store'>,
-  options: { now: number; graceMs: number; dryRun: boolean; log: Logger },
-): Promise<GcReport> {
+export function collectGarbage(catalog: Catalog, backend: StoreBackend, jobs: GcJobs, options: GcOptions): Promise<GcReport> {
   // One collection at a time: the admin's prune and the scheduled one must not rewrite the same packs at once.
   const run = collecting.then(() => collectOnce(catalog, backend, jobs, options));
   collecting = run.catch(() => undefined);
@@ -42,12 +41,7 @@ export function collectGarbage(
 
 let collecting: Promise<unknown> = Promise.resolve();
 
-async function collectOnce(
-  catalog: Catalog,
-  backend: StoreBackend,
-  jobs: Pick<JobService, 'isChunkInFlight' | 'store'>,
-  options: { now: number; graceMs: number; dryRun: boolean; log: Logger },
-): Promise<GcReport> {
+async function collectOnce(catalog: Catalog, backend: StoreBackend, jobs: GcJobs, options: GcOptions): Promise<GcReport> {
   const report: GcReport = { scanned: 0, referenced: 0, deleted: 0, spared: 0, packsDeleted: 0, packsRewritten: 0, bytesFreed: 0 };
   await reconcilePacks(catalog, backend, jobs.store, options);
   const marked = catalog.referencedChunkIds();
@@ -143,7 +137,7 @@ async function removePack(backend: StoreBackend, packId: string, log: Logger): P
  * process is not writing and the catalog does not know was either left by a crash or indexed elsewhere; only
  * then does its index object decide.
  */
-async function reconcilePacks(catalog: Catalog, backend: StoreBackend, store: JobService['store'], options: { now: number; dryRun: boolean; log: Logger }): Promise<void> {
+async function reconcilePacks(catalog: Catalog, backend: StoreBackend, store: JobService['store'], options: GcOptions): Promise<void> {
   for await (const key of backend.list(PACKS_PREFIX)) {
     const id = packIdOfKey(key);
     if (!id || catalog.hasPack(id) || store.isWriting(id)) continue;

@@ -41,16 +41,11 @@ export class FsBackend implements StoreBackend {
     const temp = join(dir, `${TEMP_PREFIX}${randomBytes(6).toString('hex')}`);
     const openTemp = () => open(temp, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600);
     try {
-      if (!this.madeDirs.has(dir)) {
-        await mkdir(dir, { recursive: true });
-        this.madeDirs.add(dir);
-      }
+      if (!this.madeDirs.has(dir)) await this.makeDir(dir);
       const handle = await openTemp().catch(async (err: NodeJS.ErrnoException) => {
         // Removed since (an emptied shard): make it again.
         if (err.code !== 'ENOENT') throw err;
-        this.madeDirs.delete(dir);
-        await mkdir(dir, { recursive: true });
-        this.madeDirs.add(dir);
+        await this.makeDir(dir);
         return openTemp();
       });
       try {
@@ -69,6 +64,11 @@ export class FsBackend implements StoreBackend {
       }
       throw new LifeboatError('store_failed', `writing ${key} to the store failed: ${(err as Error).message}`);
     }
+  }
+
+  private async makeDir(dir: string): Promise<void> {
+    await mkdir(dir, { recursive: true });
+    this.madeDirs.add(dir);
   }
 
   async get(key: string): Promise<Buffer> {
