@@ -1,18 +1,22 @@
 import { Readable } from 'node:stream';
-import { chunkListDigest, decodeChunk, DOWNLOAD_WINDOW, DOWNLOAD_WINDOW_BYTES, GarbageMeter, LifeboatError, newTransferId, type ArtifactForRestore, type ChunkKeys } from '@lifeboat/shared';
+import { chunkListDigest, DOWNLOAD_WINDOW, DOWNLOAD_WINDOW_BYTES, GarbageMeter, LifeboatError, newTransferId, type ArtifactForRestore, type ChunkKeys } from '@lifeboat/shared';
+import { acquireCodec } from './codec-pool.js';
 import type { ServerLink, TransferMessage } from './link.js';
 import type { JobContext } from './sources/source.js';
 
 /**
  * An artifact's bytes fetched chunk by chunk: at most DOWNLOAD_WINDOW chunks requested ahead, each decoded and
- * checked on arrival (authentication tag, length, id) and emitted in order. The chunk list itself is checked
- * against the recorded digest before anything is asked for, and the total size before the stream ends. The consumer's pace (backpressure) decides how fast chunks are requested.
+ * checked on arrival (authentication tag, length, id) by the codec threads, so the main thread is left to write
+ * the restored files, and emitted in order. The chunk list itself is checked against the recorded digest before
+ * anything is asked for, and the total size before the stream ends. The consumer's pace (backpressure) decides
+ * how fast chunks are requested.
  */
 export function downloadArtifact(link: ServerLink, artifact: ArtifactForRestore, ctx: JobContext, keys: ChunkKeys | null = null): Readable {
   const transferId = newTransferId();
   const chunks = artifact.chunks;
   const sizes = new Map(chunks.map((c) => [c.id, c.size]));
   const garbage = new GarbageMeter(8 * 1024 * 1024);
+  const codec = acquireCodec();
   /** Arrived chunks not yet emitted; a count because an artifact may hold the same chunk more than once. */
   const arrived = new Map<string, { data: Buffer; count: number }>();
   let nextToRequest = 0;
@@ -29,6 +33,7 @@ export function downloadArtifact(link: ServerLink, artifact: ArtifactForRestore,
     },
     destroy(err, callback) {
       unsubscribe();
+      codec.release();
       ctx.signal.removeEventListener('abort', onAbort);
       callback(err);
     },
@@ -57,6 +62,7 @@ export function downloadArtifact(link: ServerLink, artifact: ArtifactForRestore,
       ended = true;
       stream.push(null);
       unsubscribe();
+      codec.release();
       return;
     }
     const ids: string[] = [];
@@ -78,18 +84,22 @@ export function downloadArtifact(link: ServerLink, artifact: ArtifactForRestore,
     onFrame(chunkId, stored) {
       const size = sizes.get(chunkId);
       if (size === undefined) return fail(new LifeboatError('protocol', `the server sent chunk ${chunkId}, which artifact ${artifact.name} does not hold`));
-      garbage.add(stored.length * 2);
-      let data: Buffer;
-      try {
-        data = decodeChunk(stored, chunkId, size, keys);
-      } catch (err) {
-        const reason = err instanceof LifeboatError ? err.message : String(err);
-        return fail(new LifeboatError('integrity', `artifact ${artifact.name} (${artifact.kind}, step ${artifact.step}): ${reason}`));
-      }
-      const entry = arrived.get(chunkId);
-      if (entry) entry.count++;
-      else arrived.set(chunkId, { data, count: 1 });
-      pump();
+      garbage.add(stored.length + size);
+      codec.decode(stored, chunkId, size, keys).then(
+        (data) => {
+          if (stream.destroyed) return;
+          const entry = arrived.get(chunkId);
+          if (entry) entry.count++;
+          else arrived.set(chunkId, { data, count: 1 });
+          pump();
+        },
+        (err: unknown) => {
+          const reason = err instanceof LifeboatError ? err.message : String(err);
+          // The codec names a chunk by a prefix of its id, or not at all (a damaged header): name it in full.
+          const named = reason.includes(chunkId) ? reason : `${reason} (chunk ${chunkId})`;
+          fail(new LifeboatError('integrity', `artifact ${artifact.name} (${artifact.kind}, step ${artifact.step}): ${named}`));
+        },
+      );
     },
     onMessage(msg: TransferMessage) {
       if (msg.type === 'chunk.missing') {

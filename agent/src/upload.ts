@@ -15,7 +15,7 @@ import {
   type RepositoryKeys,
   type EncodedChunk,
 } from '@lifeboat/shared';
-import { acquireEncoder } from './encoder-pool.js';
+import { acquireCodec } from './codec-pool.js';
 import type { ServerLink, TransferMessage } from './link.js';
 import type { BackupStream, JobContext, StreamPiece } from './sources/source.js';
 
@@ -150,8 +150,7 @@ export async function uploadArtifact(
     check();
   };
 
-  const encoder = acquireEncoder();
-  const encode = encoder.encode;
+  const codec = acquireCodec();
   /** Chunks being encoded, in stream order, with their plain sizes: a few at once keep the worker threads busy. */
   const encoding: { chunk: Promise<EncodedChunk>; length: number }[] = [];
   let encodingBytes = 0;
@@ -167,7 +166,7 @@ export async function uploadArtifact(
     const length = plain.length;
     size += length;
     chunks++;
-    const pending = encode(plain, options.compressionLevel, options.keys);
+    const pending = codec.encode(plain, options.compressionLevel, options.keys);
     pending.catch(() => undefined);
     encoding.push({ chunk: pending, length });
     encodingBytes += length;
@@ -257,7 +256,7 @@ export async function uploadArtifact(
   } finally {
     ctx.signal.removeEventListener('abort', onAbort);
     unsubscribe();
-    encoder.release();
+    codec.release();
   }
 }
 

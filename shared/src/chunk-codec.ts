@@ -148,7 +148,10 @@ export function decodeChunk(stored: Buffer, id: string, expectedSize: number | n
     decipher.setAAD(Buffer.concat([stored.subarray(0, HEADER_BYTES), Buffer.from(id, 'hex')]));
     decipher.setAuthTag(payload.subarray(payload.length - TAG_BYTES));
     try {
-      payload = Buffer.concat([decipher.update(payload.subarray(NONCE_BYTES, payload.length - TAG_BYTES)), decipher.final()]);
+      const opened = decipher.update(payload.subarray(NONCE_BYTES, payload.length - TAG_BYTES));
+      const rest = decipher.final();
+      // GCM's final() checks the tag and adds no bytes: no copy of the whole chunk to join an empty tail.
+      payload = rest.length === 0 ? opened : Buffer.concat([opened, rest]);
     } catch {
       throw new LifeboatError('integrity', `${name} fails authentication: damaged, or encrypted under another passphrase`);
     }

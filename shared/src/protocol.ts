@@ -33,7 +33,7 @@ export const UPLOAD_WINDOW_BYTES = 12 * 1024 * 1024;
 /** Chunks an agent may have requested and not yet received during a restore. */
 export const DOWNLOAD_WINDOW = 32;
 /** …and at most this many bytes of them. */
-export const DOWNLOAD_WINDOW_BYTES = 12 * 1024 * 1024;
+export const DOWNLOAD_WINDOW_BYTES = 8 * 1024 * 1024;
 
 export const WireError = z.object({ code: z.enum(ErrorCodes), message: z.string() });
 export type WireError = z.infer<typeof WireError>;

@@ -21,27 +21,10 @@ export interface Fetch {
 
 /**
  * downloadArtifact (download.ts) as a drill needs it: besides the stream, how the download itself ended,
- * told apart from how the restore that read it ended. A chunk whose stored header is damaged is reported by
- * the chunk codec without its id; the chunk that was being decoded when the download failed is named then.
+ * told apart from how the restore that read it ended.
  */
 export function fetchArtifact(link: ServerLink, artifact: ArtifactForRestore, ctx: JobContext, keys: ChunkKeys | null): Fetch {
-  let stream: Readable | undefined;
-  let failedWhileDecoding: string | undefined;
-  const watched: ServerLink = {
-    send: (type, payload) => link.send(type, payload),
-    sendBinary: (frame) => link.sendBinary(frame),
-    subscribe: (transferId, handler) =>
-      link.subscribe(transferId, {
-        ...(handler.onMessage ? { onMessage: (message) => handler.onMessage?.(message) } : {}),
-        onFrame: (chunkId, data) => {
-          const wasDestroyed = stream?.destroyed ?? false;
-          handler.onFrame?.(chunkId, data);
-          if (!wasDestroyed && stream?.destroyed) failedWhileDecoding ??= chunkId;
-        },
-      }),
-  };
-  const download = downloadArtifact(watched, artifact, ctx, keys);
-  stream = download;
+  const download = downloadArtifact(link, artifact, ctx, keys);
   let error: LifeboatError | undefined;
   let ended = false;
   download.once('end', () => (ended = true));
@@ -51,14 +34,8 @@ export function fetchArtifact(link: ServerLink, artifact: ArtifactForRestore, ct
   return {
     stream: download,
     outcome: () => {
-      if (error) return { state: 'failed', error: namingChunk(error, failedWhileDecoding) };
+      if (error) return { state: 'failed', error };
       return ended ? { state: 'verified' } : { state: 'unfinished' };
     },
   };
-}
-
-/** The error, naming the chunk in full when its message names none (a damaged header) or only by a prefix. */
-function namingChunk(error: LifeboatError, chunkId: string | undefined): LifeboatError {
-  if (!chunkId || error.code === 'cancelled' || error.message.includes(chunkId) || /restored stream/.test(error.message)) return error;
-  return new LifeboatError(error.code, `${error.message} (chunk ${chunkId})`, error.details);
 }

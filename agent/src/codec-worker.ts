@@ -1,0 +1,81 @@
+import { parentPort } from 'node:worker_threads';
+// Subpath imports: a worker loads only what it uses (the package index would pull in every schema).
+import { decodeChunk, encodeChunk } from '@lifeboat/shared/chunk-codec';
+import { LifeboatError } from '@lifeboat/shared/errors';
+import { GarbageMeter } from '@lifeboat/shared/memory';
+
+/**
+ * Chunk work off the main thread, so backups and restores use every core: encoding (id, zstd, AES-GCM) for a
+ * backup, decoding (authentication, inflation, id check) for a restore.
+ */
+export type CodecTask = EncodeTask | DecodeTask;
+
+export interface EncodeTask {
+  kind: 'encode';
+  seq: number;
+  plain: Uint8Array;
+  level: number;
+  headroom: number;
+  keys: WorkerKeys | null;
+}
+
+export interface DecodeTask {
+  kind: 'decode';
+  seq: number;
+  stored: Uint8Array;
+  id: string;
+  size: number | null;
+  keys: WorkerKeys | null;
+}
+
+export interface WorkerKeys {
+  encryption: Uint8Array;
+  id: Uint8Array;
+}
+
+export interface CodecResult {
+  seq: number;
+  /** Encode: the chunk's id and plain size. */
+  id?: string;
+  size?: number;
+  /** Encode: the stored form (after the headroom); decode: the plain bytes. */
+  bytes?: Uint8Array;
+  /** A failure, with the LifeboatError code when it was one (an integrity failure stays one). */
+  error?: { code: string | null; message: string };
+}
+
+// Everything a worker allocates is garbage right after the chunk goes back: collect often, it is cheap here.
+const garbage = new GarbageMeter(4 * 1024 * 1024, 64 * 1024 * 1024);
+
+parentPort?.on('message', (task: CodecTask) => {
+  try {
+    const keys = task.keys ? { encryption: Buffer.from(task.keys.encryption), id: Buffer.from(task.keys.id) } : null;
+    if (task.kind === 'encode') {
+      garbage.add(task.plain.byteLength * 2);
+      const chunk = encodeChunk(asBuffer(task.plain), { level: task.level, keys, headroom: task.headroom });
+      // The stored chunk sits in a buffer of its own (after the headroom): moved back without a copy.
+      reply({ seq: task.seq, id: chunk.id, size: chunk.size, bytes: chunk.stored });
+    } else {
+      garbage.add(task.stored.byteLength + (task.size ?? 0));
+      const plain = decodeChunk(asBuffer(task.stored), task.id, task.size, keys);
+      reply({ seq: task.seq, bytes: plain });
+    }
+  } catch (err) {
+    const code = err instanceof LifeboatError ? err.code : null;
+    parentPort!.postMessage({ seq: task.seq, error: { code, message: (err as Error).message } } satisfies CodecResult);
+  }
+});
+
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/**
+ * Sends the result, moving its bytes' memory when they are nearly all of it (a stored chunk after its frame
+ * headroom, a decompressed chunk). A small view into Node's shared buffer pool is copied: the pool cannot move.
+ */
+function reply(result: CodecResult): void {
+  const bytes = result.bytes!;
+  const movable = !(bytes.buffer instanceof SharedArrayBuffer) && bytes.buffer.byteLength - bytes.byteLength <= 1024;
+  parentPort!.postMessage(result, movable ? [bytes.buffer as ArrayBuffer] : []);
+}
