@@ -60,6 +60,8 @@ interface Archiver {
   /** Files read, and files whose segment was reused unread. */
   filesRead: number;
   filesReused: number;
+  /** Where large files are read into, piece by piece: pieces are lent (StreamPiece), so one buffer serves all. */
+  readBuffer: Buffer;
 }
 
 /** An entry of a segment, planned from its lstat: what it is and its header, before any content is read. */
@@ -121,6 +123,7 @@ export async function archivePaths(paths: readonly string[], exclude: readonly s
     cache,
     filesRead: 0,
     filesReused: 0,
+    readBuffer: Buffer.allocUnsafeSlow(READ_BYTES),
   };
   let settleMetadata!: { resolve: (m: FilesMetadata) => void; reject: (e: unknown) => void };
   const metadata = new Promise<FilesMetadata>((resolve, reject) => (settleMetadata = { resolve, reject }));
@@ -176,7 +179,8 @@ export async function archivePaths(paths: readonly string[], exclude: readonly s
 /** The bytes alone, for a reader that keeps no files cache (and so is never given reused chunks). */
 async function* bytesOf(pieces: AsyncIterable<StreamPiece>): AsyncGenerator<Buffer> {
   for await (const piece of pieces) {
-    if (Buffer.isBuffer(piece)) yield piece;
+    // A Readable keeps what it is given until read: a lent piece is copied.
+    if (Buffer.isBuffer(piece)) yield Buffer.from(piece);
     else if (piece.type === 'reused') throw new LifeboatError('internal', 'reused chunks in an archive read as plain bytes');
   }
 }
@@ -508,7 +512,7 @@ async function* fileContent(handle: FileHandle | null, size: number, p: string, 
   while (handle && done < size) {
     if (a.signal.aborted) throw abortReason(a.signal);
     const want = Math.min(READ_BYTES, size - done);
-    const buffer = Buffer.allocUnsafe(want);
+    const buffer = a.readBuffer;
     let bytesRead: number;
     try {
       ({ bytesRead } = await handle.read(buffer, 0, want, done));
@@ -522,7 +526,7 @@ async function* fileContent(handle: FileHandle | null, size: number, p: string, 
       break;
     }
     done += bytesRead;
-    const piece = bytesRead === want ? buffer : buffer.subarray(0, bytesRead);
+    const piece = buffer.subarray(0, bytesRead);
     hash.update(piece);
     yield piece;
   }

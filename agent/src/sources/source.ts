@@ -19,7 +19,8 @@ export interface JobContext {
 /**
  * A stream with its seams, as the files source produces it: bytes; the end of a segment (a chunk ends there,
  * and the segment learns the chunks it became, for the files cache); or chunks reused from the files cache
- * without reading what they hold.
+ * without reading what they hold. Bytes are lent: the producer may reuse their memory once the next piece is
+ * asked for, so a consumer copies what it keeps (the chunker does).
  */
 export type StreamPiece = Buffer | SegmentEnd | ReusedChunks;
 
