@@ -485,21 +485,67 @@ class ManifestCopy {
   }
 }
 
-/** Input → node-tar at node-tar's pace (and the manifest copy's, if any); stops at the first failure. */
+/**
+ * Input → node-tar at node-tar's pace (and the manifest copy's, if any); stops at the first failure. Written in
+ * whole 512-byte blocks: node-tar keeps a piece's last partial block and joins it to the whole next piece with
+ * Buffer.concat, which copied every chunk of the stream (content-defined chunks end anywhere) and held two of
+ * the largest at once. Only the few bytes of a block that spans two chunks are copied here.
+ */
 async function feed(input: Readable, unpack: Unpack, manifestCopy: ManifestCopy | null, failed: Promise<never>, ctx: JobContext): Promise<void> {
   const report = throttled((bytes) => ctx.progress('extracting', bytes));
   let bytes = 0;
+  const write = async (piece: Buffer) => {
+    if (!unpack.write(piece)) await Promise.race([new Promise((resolve) => unpack.once('drain', resolve)), failed]);
+    if (manifestCopy && !manifestCopy.parser.write(piece)) {
+      await Promise.race([new Promise((resolve) => manifestCopy.parser.once('drain', resolve)), failed]);
+    }
+  };
+  const blocks = new BlockAligner();
   for await (const chunk of input as AsyncIterable<Buffer>) {
     bytes += chunk.length;
     report(bytes);
-    if (!unpack.write(chunk)) await Promise.race([new Promise((resolve) => unpack.once('drain', resolve)), failed]);
-    if (manifestCopy && !manifestCopy.parser.write(chunk)) {
-      await Promise.race([new Promise((resolve) => manifestCopy.parser.once('drain', resolve)), failed]);
-    }
+    for (const piece of blocks.push(chunk)) await write(piece);
   }
+  // A partial last block: the archive is truncated, and node-tar says so.
+  const rest = blocks.rest();
+  if (rest) await write(rest);
   ctx.progress('extracting', bytes);
   unpack.end();
   manifestCopy?.parser.end();
+}
+
+const TAR_BLOCK = 512;
+
+/** Cuts a stream into pieces of whole tar blocks: a block that spans two inputs is joined, nothing else is copied. */
+export class BlockAligner {
+  private tail: Buffer | null = null;
+
+  push(chunk: Buffer): Buffer[] {
+    const pieces: Buffer[] = [];
+    let at = 0;
+    if (this.tail) {
+      const need = TAR_BLOCK - this.tail.length;
+      if (chunk.length < need) {
+        this.tail = Buffer.concat([this.tail, chunk]);
+        return pieces;
+      }
+      pieces.push(Buffer.concat([this.tail, chunk.subarray(0, need)]));
+      this.tail = null;
+      at = need;
+    }
+    const end = at + Math.floor((chunk.length - at) / TAR_BLOCK) * TAR_BLOCK;
+    if (end > at) pieces.push(chunk.subarray(at, end));
+    // Copied, so the chunk it came from is not kept alive for a few hundred bytes.
+    if (end < chunk.length) this.tail = Buffer.from(chunk.subarray(end));
+    return pieces;
+  }
+
+  /** What is left: part of a block, or null. */
+  rest(): Buffer | null {
+    const tail = this.tail;
+    this.tail = null;
+    return tail;
+  }
 }
 
 /**
