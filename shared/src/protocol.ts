@@ -29,11 +29,11 @@ export const UPLOAD_WINDOW = 32;
  * …and at most this many bytes of them (chunks vary from a few KiB, a group of small files, to 8 MiB: a count
  * alone bounds memory loosely, and many small chunks need many in flight to keep the link busy).
  */
-export const UPLOAD_WINDOW_BYTES = 8 * 1024 * 1024;
+export const UPLOAD_WINDOW_BYTES = 12 * 1024 * 1024;
 /** Chunks an agent may have requested and not yet received during a restore. */
 export const DOWNLOAD_WINDOW = 32;
 /** …and at most this many bytes of them. */
-export const DOWNLOAD_WINDOW_BYTES = 8 * 1024 * 1024;
+export const DOWNLOAD_WINDOW_BYTES = 4 * 1024 * 1024;
 
 export const WireError = z.object({ code: z.enum(ErrorCodes), message: z.string() });
 export type WireError = z.infer<typeof WireError>;
