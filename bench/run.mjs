@@ -17,7 +17,7 @@ import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync,
 import { cpus, freemem, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { generateCorpus, mutateCorpus, parseSize, readState } from './corpus.mjs';
-import { compareTrees, digestTree, MiB, output, readThrough } from './measure.mjs';
+import { compareTrees, digestTree, MiB, output, probeFileCreation, readThrough } from './measure.mjs';
 import { runPgSeries } from './pg-series.mjs';
 import { profileMarkdown, summarizeProfile } from './profile-summary.mjs';
 import { Borg, Lifeboat, Restic, snapshotBuild, TarZstd, versions } from './tools.mjs';
@@ -157,15 +157,19 @@ async function main() {
       mkdirSync(target, { recursive: true });
       readThrough(tool.repoDir('corpus'));
       await sync();
-      say(`restore: ${tool.name}`);
+      const createProbeUs = probeFileCreation(join(out, 'restore', 'probe', tool.name.replace(/\W/g, '')));
+      await sync();
+      say(`restore: ${tool.name} (creating a file takes ${createProbeUs.toFixed(0)} µs on this disk now)`);
       tool.currentPhase = 'restore';
       const r = await tool.restore('corpus', corpus, target);
       await sync();
       const check = compareTrees(digest, r.restoredRoot);
-      results[tool.name].restore = { wall: r.wall, jobSeconds: r.jobSeconds, note: r.note, cpu: r.cpu, cpuBy: r.cpuBy, threads: r.threads, rss: r.rss, verified: check.ok, check: check.summary, bytes: digest.bytes };
+      results[tool.name].restore = { wall: r.wall, jobSeconds: r.jobSeconds, note: r.note, cpu: r.cpu, cpuBy: r.cpuBy, threads: r.threads, rss: r.rss, verified: check.ok, check: check.summary, bytes: digest.bytes, createProbeUs };
       say(`restore: ${tool.name} ${r.wall.toFixed(1)} s: ${check.summary}`);
-      rmSync(target, { recursive: true, force: true });
     }
+    // Deleted only now: deleting tens of thousands of files slows file creation on this disk for a while, and
+    // would slow the next tool's restore.
+    rmSync(join(out, 'restore'), { recursive: true, force: true });
     for (const tool of tools) if (tool.breakdown) results[tool.name].corpusBreakdown = tool.breakdown();
 
     if (!opts['no-db']) {
@@ -260,6 +264,7 @@ function report(info, results) {
   row('restore: MiB/s (× restic)', (r) => vsRestic((bytesAfter / MiB / r.restore?.wall).toFixed(0), R?.restore?.wall / r.restore?.wall));
   row('restore: CPU s', (r) => sec(r.restore?.cpu));
   row('restore: peak RSS MiB', (r) => rssList(r.restore?.rss));
+  row('restore: µs to create a file, probed just before', (r) => (r.restore?.createProbeUs !== undefined ? r.restore.createProbeUs.toFixed(0) : '–'));
   row('restore: verified', (r) => (r.restore ? (r.restore.verified ? `yes (${r.restore.check})` : `**NO**: ${r.restore.check}`) : '–'));
   if (info.pg) {
     row(`db: day-1 dump (${mib(info.pg.day1Bytes)} MiB) stored MiB`, (r) => vsRestic(mib(r.db?.day1Stored), r.db?.day1Stored / R?.db?.day1Stored));
