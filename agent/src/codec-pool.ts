@@ -28,7 +28,7 @@ export class ChunkCodecPool {
   }
 
   /** A pool, or null where workers cannot start (the sources run unbuilt, as in unit tests): chunks are coded inline then. */
-  static create(size = Number(process.env.LIFEBOAT_ENCODE_WORKERS ?? Math.max(1, Math.min(2, availableParallelism() - 1)))): ChunkCodecPool | null {
+  static create(size = Number(process.env.LIFEBOAT_CODEC_WORKERS ?? Math.max(1, Math.min(2, availableParallelism() - 1)))): ChunkCodecPool | null {
     if (!(size > 0)) return null;
     if (!existsSync(fileURLToPath(new URL('./codec-worker.js', import.meta.url)))) return null;
     return new ChunkCodecPool(size);
