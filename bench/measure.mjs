@@ -142,6 +142,20 @@ export function treeBytes(path) {
  * deletions are the worst), and a restore of tens of thousands of files swings with it: recorded before each
  * restore so runs can be compared. The files stay until the run's end (deleting them would disturb the next).
  */
+/**
+ * Waits (up to `limitSeconds`) until creating a file is fast again, probing every few seconds; returns the last
+ * probe in µs. After a large deletion (an earlier run's outputs, a restore target) the disk stays slow for half a
+ * minute or more here; a timed restore started then measures the disk's aftermath more than the tool.
+ */
+export async function settleFileCreation(dir, { fastUs = 60, limitSeconds = 120 } = {}) {
+  const deadline = Date.now() + limitSeconds * 1000;
+  for (let i = 0; ; i++) {
+    const us = probeFileCreation(join(dir, `settle-${Date.now()}-${i}`), 500);
+    if (us <= fastUs || Date.now() > deadline) return us;
+    await new Promise((r) => setTimeout(r, 3000));
+  }
+}
+
 export function probeFileCreation(dir, files = 2000) {
   mkdirSync(dir, { recursive: true });
   const data = Buffer.alloc(4096, 'p');

@@ -17,7 +17,7 @@ import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync,
 import { cpus, freemem, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { generateCorpus, mutateCorpus, parseSize, readState } from './corpus.mjs';
-import { compareTrees, digestTree, MiB, output, probeFileCreation, readThrough } from './measure.mjs';
+import { compareTrees, digestTree, MiB, output, probeFileCreation, readThrough, settleFileCreation } from './measure.mjs';
 import { runPgSeries } from './pg-series.mjs';
 import { profileMarkdown, summarizeProfile } from './profile-summary.mjs';
 import { Borg, Lifeboat, Restic, snapshotBuild, TarZstd, versions } from './tools.mjs';
@@ -142,6 +142,8 @@ async function main() {
       await tool.setup();
     }
 
+    const settled = await settleFileCreation(join(out, 'restore', 'probe'));
+    say(`the disk creates a file in ${settled.toFixed(0)} µs`);
     await backupPhase('first', 'corpus', corpus);
     const mutation = mutateCorpus(corpus, { percent: Number(opts.percent), seed });
     info.mutation = mutation;
@@ -157,6 +159,7 @@ async function main() {
       mkdirSync(target, { recursive: true });
       readThrough(tool.repoDir('corpus'));
       await sync();
+      await settleFileCreation(join(out, 'restore', 'probe'));
       const createProbeUs = probeFileCreation(join(out, 'restore', 'probe', tool.name.replace(/\W/g, '')));
       await sync();
       say(`restore: ${tool.name} (creating a file takes ${createProbeUs.toFixed(0)} µs on this disk now)`);
@@ -301,7 +304,7 @@ function report(info, results) {
     `Versions: node ${v.node}; ${v.restic}; ${v.borg}; ${v.zstd}; ${v.tar}; lifeboat ${v.lifeboat}.`,
     `Corpus: ${info.corpus.files} files, ${mib(info.corpus.bytes)} MiB (seed ${info.options.seed}); mutate changed ${info.mutation?.changedPercent}% (${mib(info.mutation?.changedBytes)} MiB: ${mib(info.mutation?.appended)} appended to logs, ${mib(info.mutation?.rewritten)} rewritten in place, ${mib(info.mutation?.inserted)} inserted mid-file, ${mib(info.mutation?.added)} in ${info.mutation?.addedFiles} new files; ${info.mutation?.deletedFiles} files deleted).`,
     `Settings: Lifeboat encryption ${info.options['no-encryption'] ? 'off' : 'on (AES-256-GCM, as restic and borg repokey)'}, zstd level 3; restic repository v2, compression auto; borg ${info.options['borg-compression']}, repokey; tar | zstd -3 -T2 (no dedup, no encryption: every backup is a full archive).`,
-    'Caching: warm. Before each timed backup the source is read through once and `sync` is run; before each restore the repository is read through and `sync` is run; page caches cannot be dropped here. Restores write to a fresh directory on the same disk and are checked file by file (SHA-256) against the corpus.',
+    'Caching: warm. Before each timed backup the source is read through once and `sync` is run; before each restore the repository is read through and `sync` is run, and the run waits (up to 2 minutes) until creating a file takes under 60 µs again: after large deletions this disk is slow to create files for half a minute or more (the probe taken just before each restore is in the table); page caches cannot be dropped here. Restores write to a fresh directory on the same disk and are checked file by file (SHA-256) against the corpus.',
     `Load: at start ${info.load.atStart.loadavg}${info.load.atStart.busy.length ? ` (busy processes not part of the benchmark may be listed: ${info.load.atStart.busy.join('; ')})` : ''}; at end ${info.load.atEnd.loadavg}.`,
     'CPU = user+sys of all the tool\'s processes (restic, borg, tar and zstd under GNU time; Lifeboat: server + agent from /proc/<pid>/stat around the phase, plus the admin CLI). Peak RSS per process (GNU time max RSS; Lifeboat: VmHWM reset at each phase). "Stored" = bytes of the repository directory (Lifeboat: the server data directory, store + catalog).',
     '',
