@@ -325,7 +325,7 @@ function report(info, results) {
     const notes = ['first', 'incremental', 'unchanged', 'restore'].map((p) => `${p}: ${sec(L[p]?.jobSeconds)} s (CLI wall ${sec(L[p]?.wall)} s) — ${L[p]?.note}`);
     lines.push('Lifeboat jobs, duration on the server clock from request to end (the table\'s wall time is the admin CLI\'s, which adds its start-up and up to 0.5 s of polling) and summary:', '', ...notes.map((n) => `- ${n}`), '');
     const threadLine = (list) => list.map((t) => `${t.thread}${t.count > 1 ? ` (${t.count})` : ''} ${(t.user + t.sys).toFixed(1)} (${t.user.toFixed(1)} user + ${t.sys.toFixed(1)} sys)`).join(', ');
-    lines.push('Lifeboat CPU seconds by thread (from /proc/<pid>/task; "worker threads" started after the agent was up: the encoder pool; "pool+GC threads": libuv\'s file-system pool and V8\'s GC helpers):', '');
+    lines.push('Lifeboat CPU seconds by thread (from /proc/<pid>/task; "worker threads" started after the agent was up: the codec pool; a restore\'s file writer thread has ended by then, so its CPU counts only in the table\'s total; "pool+GC threads": libuv\'s file-system pool and V8\'s GC helpers):', '');
     for (const p of ['first', 'incremental', 'unchanged', 'restore']) {
       if (L[p]?.threads) lines.push(`- ${p}: agent: ${threadLine(L[p].threads.agent)}; server: ${threadLine(L[p].threads.server)}`);
     }
