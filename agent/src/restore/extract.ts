@@ -603,6 +603,9 @@ async function feed(input: Readable, unpack: Unpack, manifestCopy: ManifestCopy 
     bytes += chunk.length;
     report(bytes);
     for (const piece of blocks.push(chunk)) await write(piece);
+    // A turn of the event loop between chunks: the next chunks' frames and decoded results are taken in while
+    // this one is written, instead of only once the stream has run dry.
+    await new Promise<void>((resolve) => setImmediate(resolve));
   }
   // A partial last block: the archive is truncated, and node-tar says so.
   const rest = blocks.rest();
