@@ -32,8 +32,9 @@ export interface HandedFile {
 
 /**
  * Writer threads that create a restore's regular files, so file creation (kernel work that dominates a restore
- * of many small files) runs beside the restore's own thread instead of inside it. The restore's thread stays the one that decides: it checks each
- * entry, makes the directories, and hands each small file, contents copied, to the writers in batches.
+ * of many small files) runs beside the restore's own thread instead of inside it. The restore's thread stays
+ * the one that decides: it checks each entry, makes the directories, and hands each small file, contents
+ * copied, to the writers in batches.
  *
  * Everything stays synchronous, as node-tar's UnpackSync is: an entry that could depend on a file not yet
  * written (a link, a path given twice, an entry under a path handed out as a file) first waits, blocking, until
