@@ -29,7 +29,7 @@ export interface UploadOptions {
 export const DEFAULT_UPLOAD_OPTIONS: UploadOptions = { compressionLevel: 3, keys: null };
 
 /**
- * Chunks being encoded at once, by count and by plain bytes (one may always be): enough to keep the encoder
+ * Chunks being encoded at once, by count and by plain bytes (one may always be): enough to keep the codec
  * threads busy while the main thread reads and cuts the next ones, few enough to bound memory.
  */
 const ENCODE_AHEAD = 8;
