@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
-import { chunkListDigest, decodeChunk, LifeboatError, type ChunkKeys, type ChunkReader, type ChunkRef } from '@lifeboat/shared';
+import { chunkListDigest, LifeboatError, type ChunkKeys, type ChunkReader, type ChunkRef } from '@lifeboat/shared';
+import { acquireCodec, type ChunkCodec } from '../codec-pool.js';
 
 /** What reading an artifact from the store needs to know about it. */
 export interface StoredArtifact {
@@ -21,7 +22,8 @@ export interface ReadArtifactOptions {
 
 /**
  * An artifact's bytes read straight from the store, for restores without a server and for restore drills: its
- * chunks in order, a few fetched ahead, each decoded and verified (authentication tag, recorded length, id), and
+ * chunks in order, a few fetched ahead, each decoded and verified (authentication tag, recorded length, id) in the
+ * codec threads, and
  * the chunk list checked against its recorded digest first and the total size before the stream ends. The store is untrusted
  * (DESIGN §11): any failure destroys the stream with a LifeboatError('integrity' or 'not_found') naming the chunk.
  * Memory stays bounded by the read-ahead whatever the artifact's size; the consumer's pace sets the reading pace.
@@ -30,7 +32,7 @@ export function readArtifact(reader: ChunkReader, artifact: StoredArtifact, keys
   const readAhead = Math.max(1, options.readAhead ?? 4);
   const where = `artifact ${artifact.name} (${artifact.kind}, step ${artifact.step})`;
 
-  const fetchChunk = async (ref: ChunkRef): Promise<Buffer> => {
+  const fetchChunk = async (codec: ChunkCodec, ref: ChunkRef): Promise<Buffer> => {
     let stored: Buffer;
     try {
       stored = await reader.readChunk(ref.id);
@@ -39,7 +41,7 @@ export function readArtifact(reader: ChunkReader, artifact: StoredArtifact, keys
       throw err instanceof LifeboatError ? new LifeboatError(err.code, `${where}: ${err.message}`) : err;
     }
     try {
-      return decodeChunk(stored, ref.id, ref.size, keys);
+      return await codec.decode(stored, ref.id, ref.size, keys);
     } catch (err) {
       throw err instanceof LifeboatError ? new LifeboatError(err.code, `${where}: ${err.message}`) : err;
     }
@@ -52,17 +54,23 @@ export function readArtifact(reader: ChunkReader, artifact: StoredArtifact, keys
     const ahead: Promise<Buffer>[] = [];
     let requested = 0;
     let emitted = 0;
-    for (let index = 0; index < artifact.chunks.length; index++) {
-      while (requested < artifact.chunks.length && requested - index < readAhead) {
-        const pending = fetchChunk(artifact.chunks[requested++]!);
-        // Awaited in order below; until then a rejection must not count as unhandled (the stream may end first).
-        pending.catch(() => undefined);
-        ahead.push(pending);
+    // Acquired here, not before: a stream never read never starts the threads (and `finally` releases them).
+    const codec = acquireCodec();
+    try {
+      for (let index = 0; index < artifact.chunks.length; index++) {
+        while (requested < artifact.chunks.length && requested - index < readAhead) {
+          const pending = fetchChunk(codec, artifact.chunks[requested++]!);
+          // Awaited in order below; until then a rejection must not count as unhandled (the stream may end first).
+          pending.catch(() => undefined);
+          ahead.push(pending);
+        }
+        const data = await ahead.shift()!;
+        emitted += data.length;
+        options.onProgress?.(emitted);
+        yield data;
       }
-      const data = await ahead.shift()!;
-      emitted += data.length;
-      options.onProgress?.(emitted);
-      yield data;
+    } finally {
+      codec.release();
     }
     if (emitted !== artifact.size) {
       throw new LifeboatError('integrity', `${where}: the stream read from the store holds ${emitted} bytes where ${artifact.size} were recorded at backup`);
