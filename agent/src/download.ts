@@ -29,7 +29,8 @@ export function downloadArtifact(link: ServerLink, artifact: ArtifactForRestore,
     highWaterMark: 1,
     read() {
       wantMore = true;
-      pump();
+      // Not within read(): a chunk pushed there is joined (copied) to the one read() is about to return.
+      queueMicrotask(pump);
     },
     destroy(err, callback) {
       unsubscribe();

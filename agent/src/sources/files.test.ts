@@ -8,7 +8,7 @@ import { Header, Parser, type HeaderData } from 'tar';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger, LifeboatError, type FilesStepOptions } from '@lifeboat/shared';
 import { archivePaths, MANIFEST_ENTRY_NAME, type ManifestLine } from '../archive/tar-writer.js';
-import { DIRECTORY_CACHE_IN_EFFECT } from '../restore/extract.js';
+import { DIRECTORY_CACHE_IN_EFFECT, FAST_FREE_PATH } from '../restore/extract.js';
 import { createFilesSource, filesSource } from './files.js';
 import type { JobContext, RestoreOptions } from './source.js';
 import { collect } from './test-context.suite.js';
@@ -706,6 +706,22 @@ describe('files source: hostile archives', () => {
     expect(fs.readdirSync(path.join(target, 'kept'))).toEqual([]);
     expect(fs.lstatSync(path.join(target, 'e')).isDirectory()).toBe(true);
     expect(fs.readFileSync(path.join(target, 'e', 'y'), 'utf8')).toBe('not through the link');
+  });
+
+  it("replaces what an earlier entry of the archive made at the same path (free paths skip node-tar's check)", async () => {
+    // node-tar's own methods are called; an upgrade that renamed them must not silently drop the fast path.
+    expect(FAST_FREE_PATH).toBe(true);
+    const target = path.join(dir('same-path'), 'target');
+    const archive = tarArchive(
+      tarEntry({ path: 'twice', type: 'File' }, Buffer.from('first')),
+      tarEntry({ path: 'twice', type: 'File' }, Buffer.from('second')),
+      tarEntry({ path: 'link-then-file', type: 'SymbolicLink', linkpath: '/etc/passwd', size: 0 }),
+      tarEntry({ path: 'link-then-file', type: 'File' }, Buffer.from('a file now')),
+    );
+    await restore(archive, target);
+    expect(fs.readFileSync(path.join(target, 'twice'), 'utf8')).toBe('second');
+    expect(fs.lstatSync(path.join(target, 'link-then-file')).isFile()).toBe(true);
+    expect(fs.readFileSync(path.join(target, 'link-then-file'), 'utf8')).toBe('a file now');
   });
 
   it('fails on an archive truncated inside an entry, at an entry boundary, or corrupt', async () => {
