@@ -86,6 +86,8 @@ const PROGRESS_WRITE_INTERVAL_MS = 1000;
 const MAX_ARTIFACTS = 1000;
 /** Automatic retries of a backup whose connection was lost. */
 const MAX_RETRIES = 3;
+/** Chunk reads a restore's request has going at once (chunk.request). */
+const CHUNK_READS_AT_ONCE = 4;
 
 /** What a drill job was asked. */
 interface DrillParams {
@@ -514,14 +516,30 @@ export class JobService {
   async onChunkRequest(agentId: string, p: PayloadOf<typeof AgentMessages, 'chunk.request'>): Promise<void> {
     const live = this.requireLive(agentId, p.jobId);
     if (!live.allowedChunks) throw new LifeboatError('protocol', `job ${p.jobId} is not a restore`);
+    const allowed = live.allowedChunks;
     for (const chunkId of p.chunkIds) {
-      if (!live.allowedChunks.has(chunkId)) throw new LifeboatError('protocol', `chunk ${chunkId} is not part of the snapshot job ${p.jobId} restores`);
+      if (!allowed.has(chunkId)) throw new LifeboatError('protocol', `chunk ${chunkId} is not part of the snapshot job ${p.jobId} restores`);
+    }
+    // A few reads at once, sent in the order asked: each read is several trips through the thread pool, and one
+    // after the other they kept the agent waiting (the agent's window bounds what is read ahead).
+    const reads: Promise<Buffer>[] = [];
+    const startRead = (i: number) => {
+      const chunkId = p.chunkIds[i]!;
+      const read = this.store.get(chunkId, allowed.get(chunkId) ?? null);
+      read.catch(() => undefined);
+      reads.push(read);
+    };
+    for (let i = 0; i < Math.min(CHUNK_READS_AT_ONCE, p.chunkIds.length); i++) startRead(i);
+    for (let i = 0; i < p.chunkIds.length; i++) {
+      const chunkId = p.chunkIds[i]!;
       try {
-        const data = await this.store.get(chunkId, live.allowedChunks.get(chunkId) ?? null);
+        const data = await reads[i]!;
         this.garbage.add(data.length * 2);
         this.link?.sendBinary(agentId, encodeFrameHeader(FrameKind.Download, p.transferId, chunkId), data);
       } catch (err) {
         this.link?.send(agentId, 'chunk.missing', { jobId: p.jobId, transferId: p.transferId, chunkId, error: describeError(err) });
+      } finally {
+        if (reads.length < p.chunkIds.length) startRead(reads.length);
       }
     }
   }
