@@ -21,7 +21,7 @@ try {
   for (const [name, tool] of Object.entries(tools)) {
     await tool.setup();
     const r = await tool.backup('corpus', corpus);
-    say(`${name}: backup ${r.wall.toFixed(2)} s`);
+    say(`${name}: backup ${r.wall.toFixed(2)} s, CPU ${r.cpu.toFixed(1)} s, peak RSS agent ${(r.rss.agent / 1048576).toFixed(0)} MiB, server ${(r.rss.server / 1048576).toFixed(0)} MiB`);
   }
   for (let round = 0; round < rounds; round++) {
     for (const name of round % 2 === 0 ? ['a', 'b'] : ['b', 'a']) {
@@ -30,7 +30,7 @@ try {
       await settleFileCreation(out);
       const r = await tools[name].restore('corpus', corpus, target);
       results[name].push(r);
-      say(`${name}: restore ${r.wall.toFixed(2)} s, CPU ${r.cpu.toFixed(1)} s (agent ${r.cpuBy.agent.toFixed(1)}, server ${r.cpuBy.server.toFixed(1)}), agent peak ${r.rss.agent} MiB; threads ${JSON.stringify(r.threads.agent)}`);
+      say(`${name}: restore ${r.wall.toFixed(2)} s, CPU ${r.cpu.toFixed(1)} s (agent ${r.cpuBy.agent.toFixed(1)}, server ${r.cpuBy.server.toFixed(1)}), agent peak ${(r.rss.agent / 1048576).toFixed(0)} MiB; threads ${JSON.stringify(r.threads.agent)}`);
     }
   }
 } finally {
