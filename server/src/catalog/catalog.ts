@@ -1,4 +1,4 @@
-import { and, asc, count, desc, eq, inArray, sql, type SQL, type SQLWrapper } from 'drizzle-orm';
+import { and, asc, count, desc, eq, gt, inArray, sql, type SQL, type SQLWrapper } from 'drizzle-orm';
 import { LifeboatError, Plan, type JobStatus, type PackIndex, type Plan as PlanT } from '@lifeboat/shared';
 import type { CatalogDb } from './db.js';
 import type { Statement } from 'better-sqlite3';
@@ -308,8 +308,8 @@ export class Catalog {
       .all();
   }
 
-  countSnapshots(): number {
-    return this.db.select({ n: count() }).from(snapshots).get()?.n ?? 0;
+  countSnapshots(planId?: string): number {
+    return this.db.select({ n: count() }).from(snapshots).where(planId === undefined ? undefined : eq(snapshots.planId, planId)).get()?.n ?? 0;
   }
 
   /** Whether any artifact already references this chunk. */
@@ -480,6 +480,24 @@ export class Catalog {
   /** Every chunk id some artifact references (the "mark" of mark-and-sweep). */
   referencedChunkIds(): Set<string> {
     return new Set(this.db.selectDistinct({ id: artifactChunks.chunkId }).from(artifactChunks).all().map((r) => r.id));
+  }
+
+  /**
+   * The distinct chunks the snapshots (of one plan, or all) reference, in id order: the page after `afterId`, at
+   * most `limit` of them. A page at a time, so a check of every chunk holds one page, whatever the store's size;
+   * the chunk index keeps each page one ordered scan.
+   */
+  referencedChunksPage(options: { planId?: string; afterId: string; limit: number }): { id: string; size: number }[] {
+    const query = this.db
+      .select({ id: artifactChunks.chunkId, size: sql<number>`max(${artifactChunks.size})` })
+      .from(artifactChunks)
+      .innerJoin(artifacts, eq(artifacts.id, artifactChunks.artifactId))
+      .innerJoin(snapshots, eq(snapshots.id, artifacts.snapshotId))
+      .where(and(gt(artifactChunks.chunkId, options.afterId), options.planId === undefined ? undefined : eq(snapshots.planId, options.planId)))
+      .groupBy(artifactChunks.chunkId)
+      .orderBy(asc(artifactChunks.chunkId))
+      .limit(options.limit);
+    return query.all();
   }
 
   /** Snapshot ids whose artifacts reference any of these chunks. */

@@ -2,6 +2,9 @@ import { chunkKey, describeError, packKey, type Logger, type StoreBackend } from
 import type { Catalog } from '../catalog/catalog.js';
 import { ChunkStore } from '../store/chunks.js';
 
+/** Referenced chunks read from the catalog at once. */
+const VERIFY_PAGE = 1000;
+
 export interface ChunkProblem {
   chunkId: string;
   problem: string;
@@ -27,7 +30,7 @@ export interface VerifyReport {
 export async function verifyStore(
   catalog: Catalog,
   backend: StoreBackend,
-  options: { planId?: string; readData: boolean; log: Logger },
+  options: { planId?: string; readData: boolean; log: Logger; pageSize?: number },
 ): Promise<VerifyReport> {
   const store = new ChunkStore(backend, catalog);
   const packPresent = new Map<string, Promise<boolean>>();
@@ -37,26 +40,30 @@ export async function verifyStore(
     if (!packPresent.has(at.pack)) packPresent.set(at.pack, backend.has(packKey(at.pack)));
     return packPresent.get(at.pack)!;
   };
-  const snapshots = catalog.listSnapshots({ ...(options.planId ? { planId: options.planId } : {}), limit: 1_000_000 });
-  const sizes = new Map<string, number>();
-  for (const snap of snapshots) {
-    for (const artifact of catalog.artifactsOf(snap.id)) for (const c of catalog.chunksOf(artifact.id)) sizes.set(c.id, c.size);
-  }
+  const snapshots = catalog.countSnapshots(options.planId);
   const problems: { chunkId: string; problem: string }[] = [];
-  for (const [id, size] of sizes) {
-    try {
-      if (options.readData) await store.get(id, size);
-      else if (!(await present(id))) problems.push({ chunkId: id, problem: 'missing from the store' });
-    } catch (err) {
-      const { code, message } = describeError(err);
-      problems.push({ chunkId: id, problem: code === 'not_found' ? 'missing from the store' : message });
-      if (code !== 'not_found') await quarantine(catalog, backend, id, options.log);
+  let checked = 0;
+  // The referenced chunks a page at a time (in id order): memory holds one page, however large the store.
+  for (let after = ''; ; ) {
+    const page = catalog.referencedChunksPage({ ...(options.planId ? { planId: options.planId } : {}), afterId: after, limit: options.pageSize ?? VERIFY_PAGE });
+    if (page.length === 0) break;
+    for (const { id, size } of page) {
+      checked++;
+      try {
+        if (options.readData) await store.get(id, size);
+        else if (!(await present(id))) problems.push({ chunkId: id, problem: 'missing from the store' });
+      } catch (err) {
+        const { code, message } = describeError(err);
+        problems.push({ chunkId: id, problem: code === 'not_found' ? 'missing from the store' : message });
+        if (code !== 'not_found') await quarantine(catalog, backend, id, options.log);
+      }
     }
+    after = page[page.length - 1]!.id;
   }
   const referencing = catalog.snapshotsReferencing(problems.map((p) => p.chunkId));
   const report: VerifyReport = {
-    snapshots: snapshots.length,
-    chunks: sizes.size,
+    snapshots,
+    chunks: checked,
     readData: options.readData,
     problems: problems.map((p) => ({ ...p, snapshots: referencing.get(p.chunkId) ?? [] })),
     damaged: [],
