@@ -1,4 +1,4 @@
-import { and, asc, count, desc, eq, gt, inArray, sql, type SQL, type SQLWrapper } from 'drizzle-orm';
+import { and, asc, count, desc, eq, getTableColumns, gt, inArray, sql, type SQL, type SQLWrapper } from 'drizzle-orm';
 import { LifeboatError, Plan, type JobStatus, type PackIndex, type Plan as PlanT } from '@lifeboat/shared';
 import type { CatalogDb } from './db.js';
 import type { Statement } from 'better-sqlite3';
@@ -312,11 +312,6 @@ export class Catalog {
     return this.db.select({ n: count() }).from(snapshots).where(planId === undefined ? undefined : eq(snapshots.planId, planId)).get()?.n ?? 0;
   }
 
-  /** Whether any artifact already references this chunk. */
-  isChunkReferenced(id: string): boolean {
-    return this.db.select({ id: artifactChunks.chunkId }).from(artifactChunks).where(eq(artifactChunks.chunkId, id)).limit(1).get() !== undefined;
-  }
-
   // ── chunks and storage ─────────────────────────────────────────────────────
   /**
    * A pack just made durable, with its chunks, in one transaction. A chunk already indexed elsewhere keeps its
@@ -351,8 +346,18 @@ export class Catalog {
     return this.db.select().from(packs).all();
   }
 
-  chunksInPack(packId: string): ChunkRow[] {
-    return this.db.select().from(chunks).where(eq(chunks.packId, packId)).orderBy(asc(chunks.packOffset)).all();
+  /**
+   * A pack's chunk rows, each with whether some artifact references it now: garbage collection's mark, one pack
+   * at a time (the chunk index answers each), so a collection never holds the ids of a whole store.
+   */
+  chunksInPackMarked(packId: string): (ChunkRow & { referenced: boolean })[] {
+    return this.db
+      .select({ ...getTableColumns(chunks), referenced: sql<number>`exists (select 1 from ${artifactChunks} where ${artifactChunks.chunkId} = ${chunks.id})` })
+      .from(chunks)
+      .where(eq(chunks.packId, packId))
+      .orderBy(asc(chunks.packOffset))
+      .all()
+      .map((row) => ({ ...row, referenced: row.referenced === 1 }));
   }
 
   /** A pack gone from the store: its row, and the rows of chunks still indexed there. */
@@ -475,11 +480,6 @@ export class Catalog {
       }
       tx.delete(snapshots).where(eq(snapshots.id, id)).run();
     });
-  }
-
-  /** Every chunk id some artifact references (the "mark" of mark-and-sweep). */
-  referencedChunkIds(): Set<string> {
-    return new Set(this.db.selectDistinct({ id: artifactChunks.chunkId }).from(artifactChunks).all().map((r) => r.id));
   }
 
   /**

@@ -24,10 +24,10 @@ type GcOptions = { now: number; graceMs: number; dryRun: boolean; log: Logger };
 const REWRITE_GARBAGE_SHARE = 0.05;
 
 /**
- * Mark and sweep over packs: every chunk some snapshot references is marked; an unmarked chunk goes only when it
- * has been unreferenced (or unused) for longer than the grace period and no job in progress relies on it — so a
- * backup uploading during a prune never loses a chunk. A pack with nothing live is deleted; one with enough
- * garbage is rewritten with its live chunks only. Deletion by policy (prune) and collection of garbage are
+ * Mark and sweep over packs: every chunk some snapshot references is marked (a pack at a time, from the
+ * catalog's chunk index); an unmarked chunk goes only when it has been unreferenced (or unused) for longer than
+ * the grace period and no job in progress relies on it — so a backup uploading during a prune never loses a
+ * chunk. A pack with nothing live is deleted; one with enough garbage is rewritten with its live chunks only. Deletion by policy (prune) and collection of garbage are
  * separate steps, as in restic. Also: a pack the catalog does not know but whose index object exists (a
  * rebuilt catalog, a crash before the catalog write) is adopted; one without an index object is an orphan of
  * a crash and deleted.
@@ -44,16 +44,16 @@ let collecting: Promise<unknown> = Promise.resolve();
 async function collectOnce(catalog: Catalog, backend: StoreBackend, jobs: GcJobs, options: GcOptions): Promise<GcReport> {
   const report: GcReport = { scanned: 0, referenced: 0, deleted: 0, spared: 0, packsDeleted: 0, packsRewritten: 0, bytesFreed: 0 };
   await reconcilePacks(catalog, backend, jobs.store, options);
-  const marked = catalog.referencedChunkIds();
   const rewrite: { pack: PackRow; live: ChunkRow[] }[] = [];
   for (const pack of catalog.listPacks()) {
-    const rows = catalog.chunksInPack(pack.id);
+    // Marked pack by pack, from the catalog as it is now (never a set of every referenced id: bounded memory).
     // From here to the index change, no await: no upload can claim a chunk in between.
+    const rows = catalog.chunksInPackMarked(pack.id);
     const live: ChunkRow[] = [];
     const dead: ChunkRow[] = [];
-    for (const row of rows) {
+    for (const { referenced, ...row } of rows) {
       report.scanned++;
-      if (marked.has(row.id) || catalog.isChunkReferenced(row.id)) {
+      if (referenced) {
         report.referenced++;
         live.push(row);
       } else if (options.now - Math.max(row.createdAt, row.lastUsedAt ?? 0) < options.graceMs || jobs.isChunkInFlight(row.id)) {
