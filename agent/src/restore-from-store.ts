@@ -148,14 +148,15 @@ export async function restoreFromStore(options: StoreRestoreOptions): Promise<St
   const { manifest, remarks } = await readStoreManifest(store, options.snapshotId);
   const { keys, remark } = await repositoryKeys(store, options.passphrase);
   if (remark) remarks.push(remark);
-  // Where each chunk lies: the packs' index objects, read once (the catalog that knows it is on the lost server).
-  const chunks = await StorePackIndex.load(store);
-  for (const problem of chunks.problems.slice(0, 20)) remarks.push(`a pack index could not be read (its chunks count as missing): ${problem}`);
-  if (!keys) await refuseEncryptedWithoutSettings(chunks, manifest);
   const steps = manifest.artifacts.map((a) => a.step);
   const unknown = (options.artifacts ?? []).filter((n) => !steps.includes(n));
   if (unknown.length) throw new LifeboatError('bad_request', `snapshot ${manifest.snapshotId} has no artifact ${unknown.join(', ')} (it has ${steps.join(', ')})`);
   const chosen = manifest.artifacts.filter((a) => !options.artifacts?.length || options.artifacts.includes(a.step));
+  // Where each chunk of this snapshot lies: the packs' index objects, read once (the catalog that knows it is on
+  // the lost server), keeping the snapshot's chunks only.
+  const chunks = await StorePackIndex.load(store, { only: new Set(manifest.artifacts.flatMap((a) => a.chunks.map((c) => c.id))) });
+  for (const problem of chunks.problems.slice(0, 20)) remarks.push(`a pack index could not be read (its chunks count as missing): ${problem}`);
+  if (!keys) await refuseEncryptedWithoutSettings(chunks, manifest);
 
   // Every artifact must have somewhere to go before the first byte is written.
   const plan = await Promise.all(

@@ -44,6 +44,16 @@ async function stored(content: Buffer, chunkKeys: ChunkKeys | null = null): Prom
 const reader = (): Promise<StorePackIndex> => StorePackIndex.load(store);
 
 describe('readArtifact', () => {
+  it('finds only the chunks asked for when the index is loaded for one snapshot', async () => {
+    const wanted = await stored(noise(3_000_000, 7));
+    const other = await stored(noise(2_000_000, 8));
+    const index = await StorePackIndex.load(store, { only: new Set(wanted.chunks.map((c) => c.id)) });
+    expect(index.size).toBe(wanted.chunks.length);
+    expect(other.chunks.every((c) => index.locate(c.id) === undefined)).toBe(true);
+    expect((await collect(readArtifact(index, wanted, null))).equals(noise(3_000_000, 7))).toBe(true);
+    expect((await reader()).size).toBe(wanted.chunks.length + other.chunks.length);
+  });
+
   it('reads an artifact back in order, verified, and reports progress', async () => {
     const content = Buffer.concat([noise(3_000_000, 1), Buffer.from('text '.repeat(300_000))]);
     const artifact = await stored(content);

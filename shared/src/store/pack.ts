@@ -96,14 +96,19 @@ export class StorePackIndex implements ChunkReader {
     readonly problems: string[],
   ) {}
 
-  static async load(backend: Pick<StoreBackend, 'list' | 'get' | 'getRange'>): Promise<StorePackIndex> {
+  /**
+   * Reads every index object. With `only`, keeps the locations of those chunks alone: a restore needs its
+   * snapshot's chunks, and memory then follows the snapshot, not the whole store.
+   */
+  static async load(backend: Pick<StoreBackend, 'list' | 'get' | 'getRange'>, options: { only?: ReadonlySet<string> } = {}): Promise<StorePackIndex> {
     const locations = new Map<string, ChunkLocation>();
     const problems: string[] = [];
+    const only = options.only;
     for await (const key of backend.list(PACK_INDEX_PREFIX)) {
       if (!packIdOfKey(key)) continue;
       try {
         const index = readPackIndex(await backend.get(key), key);
-        for (const [id, offset, length] of index.chunks) locations.set(id, { pack: index.pack, offset, length });
+        for (const [id, offset, length] of index.chunks) if (!only || only.has(id)) locations.set(id, { pack: index.pack, offset, length });
       } catch (err) {
         problems.push((err as Error).message);
       }
