@@ -1,9 +1,15 @@
 import { randomUUID } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach } from 'vitest';
 import {
   ChunkListDigest,
   ContentDefinedChunker,
   createLogger,
   encodeChunk,
+  FsBackend,
+  Plan,
   encodeFrame,
   FrameKind,
   type ArtifactMetadata,
@@ -11,7 +17,8 @@ import {
   type StoreBackend,
 } from '@lifeboat/shared';
 import { hashSecret } from './auth.js';
-import type { Catalog } from './catalog/catalog.js';
+import { Catalog } from './catalog/catalog.js';
+import { openCatalogDb } from './catalog/db.js';
 import { RepositoryEncryption } from './encryption.js';
 import { JobService, type AgentLink } from './jobs.js';
 
@@ -96,6 +103,52 @@ export function backupDriver(catalog: Catalog, backend: StoreBackend, clock: () 
       const done = catalog.job(job.id)!;
       if (done.status !== 'succeeded' || !done.snapshotId) throw new Error(`backup ${job.id} ${done.status}: ${done.errorMessage}`);
       return { snapshotId: done.snapshotId, sent: sentChunks };
+    },
+  };
+}
+
+/** What a test of the server's store works on: a catalog, a file store, and a driver backing up into both. */
+export interface DriverFixture {
+  readonly catalog: Catalog;
+  readonly backend: FsBackend;
+  readonly driver: BackupDriver;
+}
+
+/**
+ * A fresh catalog, file store and driver for each test of the calling file, in a temp dir removed after it: agent
+ * web-1 enrolled, and a plan with one files step for each id. Its fields change from test to test: read them in
+ * a hook or a test, never once at the top of the file.
+ */
+export function backupDriverPerTest(planIds: readonly string[], clock: () => number): DriverFixture {
+  let dir = '';
+  let current: DriverFixture | null = null;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'lifeboat-server-test-'));
+    const catalog = new Catalog(openCatalogDb(join(dir, 'catalog.db')));
+    const backend = new FsBackend(join(dir, 'store'));
+    const driver = backupDriver(catalog, backend, clock);
+    driver.enroll('web-1');
+    catalog.applyPlans(planIds.map((id) => Plan.parse({ id, agent: 'web-1', steps: [{ files: { paths: [`/srv/${id}`] } }] })), clock());
+    current = { catalog, backend, driver };
+  });
+  afterEach(async () => {
+    current?.catalog.close();
+    current = null;
+    await rm(dir, { recursive: true, force: true });
+  });
+  const now = (): DriverFixture => {
+    if (!current) throw new Error('the backup driver fixture is read outside a test');
+    return current;
+  };
+  return {
+    get catalog() {
+      return now().catalog;
+    },
+    get backend() {
+      return now().backend;
+    },
+    get driver() {
+      return now().driver;
     },
   };
 }

@@ -1,32 +1,16 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { FsBackend, Plan, StorePackIndex } from '@lifeboat/shared';
-import { backupDriver, type BackupDriver } from '../backup-driver.suite.js';
-import { Catalog } from './catalog.js';
-import { openCatalogDb } from './db.js';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { type FsBackend, StorePackIndex } from '@lifeboat/shared';
+import { backupDriverPerTest, type BackupDriver } from '../backup-driver.suite.js';
+import type { Catalog } from './catalog.js';
 import { chunks } from './schema.js';
 
-let dir: string;
-let backend: FsBackend;
-let catalog: Catalog;
-let driver: BackupDriver;
 let clock = Date.parse('2025-03-01T02:00:00Z');
-
-beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'lifeboat-catalog-'));
-  backend = new FsBackend(join(dir, 'store'));
-  catalog = new Catalog(openCatalogDb(join(dir, 'catalog.db')));
-  driver = backupDriver(catalog, backend, () => clock);
-  driver.enroll('web-1');
-  catalog.applyPlans(['web', 'app', 'idle'].map((id) => Plan.parse({ id, agent: 'web-1', steps: [{ files: { paths: [`/srv/${id}`] } }] })), clock);
-});
-afterEach(async () => {
-  catalog.close();
-  await rm(dir, { recursive: true, force: true });
-});
+const fixture = backupDriverPerTest(['web', 'app', 'idle'], () => clock);
+let catalog: Catalog;
+let backend: FsBackend;
+let driver: BackupDriver;
+beforeEach(() => ({ catalog, backend, driver } = fixture));
 
 /** What the store really holds for a set of chunks, as its pack index objects say. */
 async function storedBytes(ids: Iterable<string>): Promise<number> {

@@ -1,33 +1,17 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createLogger, encodeChunk, FsBackend, packIndexKey, packKey, Plan, StorePackIndex, writePack } from '@lifeboat/shared';
-import { backupDriver, type BackupDriver } from '../backup-driver.suite.js';
-import { Catalog } from '../catalog/catalog.js';
-import { openCatalogDb } from '../catalog/db.js';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { createLogger, encodeChunk, type FsBackend, packIndexKey, packKey, StorePackIndex, writePack } from '@lifeboat/shared';
+import { backupDriverPerTest, type BackupDriver } from '../backup-driver.suite.js';
+import type { Catalog } from '../catalog/catalog.js';
 import { collectGarbage } from './gc.js';
 
-let dir: string;
+const clock = Date.parse('2025-03-01T02:00:00Z');
+const DAY = 86_400_000;
+const fixture = backupDriverPerTest(['web'], () => clock);
 let catalog: Catalog;
 let backend: FsBackend;
 let driver: BackupDriver;
-const clock = Date.parse('2025-03-01T02:00:00Z');
-const DAY = 86_400_000;
-
-beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'lifeboat-gc-'));
-  catalog = new Catalog(openCatalogDb(join(dir, 'catalog.db')));
-  backend = new FsBackend(join(dir, 'store'));
-  driver = backupDriver(catalog, backend, () => clock);
-  driver.enroll('web-1');
-  catalog.applyPlans([Plan.parse({ id: 'web', agent: 'web-1', steps: [{ files: { paths: ['/srv/web'] } }] })], clock);
-});
-afterEach(async () => {
-  catalog.close();
-  await rm(dir, { recursive: true, force: true });
-});
+beforeEach(() => ({ catalog, backend, driver } = fixture));
 
 const gc = (options: { now?: number; graceMs?: number; dryRun?: boolean } = {}) =>
   collectGarbage(catalog, backend, driver.jobs, { now: options.now ?? clock + DAY, graceMs: options.graceMs ?? 0, dryRun: options.dryRun ?? false, log: createLogger('test', { level: 'error' }) });

@@ -1,32 +1,16 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createLogger, FsBackend, packKey, Plan } from '@lifeboat/shared';
-import { backupDriver, type BackupDriver } from '../backup-driver.suite.js';
-import { Catalog } from '../catalog/catalog.js';
-import { openCatalogDb } from '../catalog/db.js';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { createLogger, type FsBackend, packKey } from '@lifeboat/shared';
+import { backupDriverPerTest, type BackupDriver } from '../backup-driver.suite.js';
+import type { Catalog } from '../catalog/catalog.js';
 import { verifyStore } from './verify.js';
 
-let dir: string;
+const clock = Date.parse('2025-03-01T02:00:00Z');
+const fixture = backupDriverPerTest(['web', 'app'], () => clock);
 let catalog: Catalog;
 let backend: FsBackend;
 let driver: BackupDriver;
-const clock = Date.parse('2025-03-01T02:00:00Z');
-
-beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'lifeboat-verify-'));
-  catalog = new Catalog(openCatalogDb(join(dir, 'catalog.db')));
-  backend = new FsBackend(join(dir, 'store'));
-  driver = backupDriver(catalog, backend, () => clock);
-  driver.enroll('web-1');
-  catalog.applyPlans(['web', 'app'].map((id) => Plan.parse({ id, agent: 'web-1', steps: [{ files: { paths: [`/srv/${id}`] } }] })), clock);
-});
-afterEach(async () => {
-  catalog.close();
-  await rm(dir, { recursive: true, force: true });
-});
+beforeEach(() => ({ catalog, backend, driver } = fixture));
 
 const log = createLogger('test', { level: 'error' });
 const referenced = (planId?: string) =>
