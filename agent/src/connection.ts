@@ -194,9 +194,8 @@ export class Connection implements ServerLink {
         return;
       case 'job.cancel':
         return this.handlers.onCancel(msg.payload.jobId, msg.payload.reason);
-      case 'chunk.have':
-      case 'chunk.want':
-      case 'chunk.ack':
+      case 'chunks.answer':
+      case 'chunks.ack':
       case 'artifact.stored':
       case 'upload.failed':
         return this.transfers.get(msg.payload.uploadId)?.onMessage?.(msg);

@@ -15,9 +15,8 @@ export interface TransferHandler {
 }
 
 export type TransferMessage =
-  | { type: 'chunk.have'; payload: PayloadOf<typeof ServerMessages, 'chunk.have'> }
-  | { type: 'chunk.want'; payload: PayloadOf<typeof ServerMessages, 'chunk.want'> }
-  | { type: 'chunk.ack'; payload: PayloadOf<typeof ServerMessages, 'chunk.ack'> }
+  | { type: 'chunks.answer'; payload: PayloadOf<typeof ServerMessages, 'chunks.answer'> }
+  | { type: 'chunks.ack'; payload: PayloadOf<typeof ServerMessages, 'chunks.ack'> }
   | { type: 'artifact.stored'; payload: PayloadOf<typeof ServerMessages, 'artifact.stored'> }
   | { type: 'upload.failed'; payload: PayloadOf<typeof ServerMessages, 'upload.failed'> }
   | { type: 'chunk.missing'; payload: PayloadOf<typeof ServerMessages, 'chunk.missing'> }

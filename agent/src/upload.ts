@@ -99,30 +99,32 @@ export async function uploadArtifact(
     unsettled--;
   };
 
+  /** A chunk the server asked for, as the next binary frame. */
+  const send = (chunkId: string) => {
+    const entry = offered.get(chunkId);
+    if (!entry) {
+      failure ??= new LifeboatError('protocol', `the server asked for chunk ${chunkId}, which was not offered`);
+      return;
+    }
+    sentBytes += entry.chunk.stored.length;
+    sentChunks++;
+    // Encoded with headroom for the frame header: the frame is the same memory, no copy.
+    const frame = frameInHeadroom(FrameKind.Upload, uploadId, entry.chunk.id, entry.chunk.stored) ?? encodeFrame(FrameKind.Upload, uploadId, entry.chunk.id, entry.chunk.stored);
+    link.sendBinary(frame).catch((err: Error) => {
+      failure = new LifeboatError('upload_failed', `sending a chunk failed: ${err.message}`);
+      notify();
+    });
+  };
+
   const unsubscribe = link.subscribe(uploadId, {
     onMessage(msg: TransferMessage) {
       switch (msg.type) {
-        case 'chunk.have':
-          release(msg.payload.chunkId);
+        case 'chunks.answer':
+          for (const chunkId of msg.payload.have) release(chunkId);
+          for (const chunkId of msg.payload.want) send(chunkId);
           break;
-        case 'chunk.want': {
-          const entry = offered.get(msg.payload.chunkId);
-          if (!entry) {
-            failure = new LifeboatError('protocol', `the server asked for chunk ${msg.payload.chunkId}, which was not offered`);
-            break;
-          }
-          sentBytes += entry.chunk.stored.length;
-          sentChunks++;
-          // Encoded with headroom for the frame header: the frame is the same memory, no copy.
-          const frame = frameInHeadroom(FrameKind.Upload, uploadId, entry.chunk.id, entry.chunk.stored) ?? encodeFrame(FrameKind.Upload, uploadId, entry.chunk.id, entry.chunk.stored);
-          link.sendBinary(frame).catch((err: Error) => {
-            failure = new LifeboatError('upload_failed', `sending a chunk failed: ${err.message}`);
-            notify();
-          });
-          break;
-        }
-        case 'chunk.ack':
-          release(msg.payload.chunkId);
+        case 'chunks.ack':
+          for (const chunkId of msg.payload.chunkIds) release(chunkId);
           break;
         case 'upload.failed':
           failure = new LifeboatError(msg.payload.error.code, msg.payload.error.message);
@@ -209,8 +211,21 @@ export async function uploadArtifact(
   let reused: ChunkRef[] = [];
   const sendReused = () => {
     if (reused.length === 0) return;
+    // Offers made before these chunks go first: the server takes the artifact's chunks in the order they come.
+    sendOffers();
     link.send('chunks.reused', { uploadId, chunks: reused });
     reused = [];
+  };
+
+  /**
+   * Offers go out together: those made in one turn of the event loop (the chunks the codec threads finished
+   * meanwhile) in one chunks.offer, not one message each (with a parse at both ends, and an answer for each).
+   */
+  let offers: { chunkId: string; size: number }[] = [];
+  const sendOffers = () => {
+    if (offers.length === 0) return;
+    link.send('chunks.offer', { uploadId, chunks: offers });
+    offers = [];
   };
 
   const garbage = new GarbageMeter(4 * 1024 * 1024, 32 * 1024 * 1024);
@@ -225,7 +240,8 @@ export async function uploadArtifact(
     const entry = offered.get(chunk.id);
     if (entry) entry.count++;
     else offered.set(chunk.id, { chunk, count: 1 });
-    link.send('chunk.offer', { uploadId, chunkId: chunk.id, size: chunk.size });
+    offers.push({ chunkId: chunk.id, size: chunk.size });
+    if (offers.length === 1) setImmediate(sendOffers);
     ctx.progress('uploading', size);
   };
 
@@ -238,6 +254,7 @@ export async function uploadArtifact(
     for (const plain of chunker.finish()) await cut(plain);
     while (encoding.length) await offer(await nextEncoded());
     sendReused();
+    sendOffers();
     // The source's own verdict (exit code, signal, truncation) decides, not the stream having ended.
     const metadata = await artifact.metadata;
     await waitUntil(() => unsettled === 0);
@@ -247,6 +264,8 @@ export async function uploadArtifact(
     const note = await artifact.settle?.(true);
     return { artifactId: artifactId!, size, sentBytes, sentChunks, chunks, sha256, metadata, ...(note ? { note } : {}) };
   } catch (err) {
+    // Offers still queued would name an upload the server is about to drop.
+    offers = [];
     if (artifact.pieces) await (artifact.pieces as AsyncGenerator<StreamPiece>).return?.(undefined).catch(() => undefined);
     else artifact.stream.destroy();
     await artifact.settle?.(false).catch(() => undefined);

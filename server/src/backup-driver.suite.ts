@@ -50,10 +50,14 @@ export function backupDriver(catalog: Catalog, backend: StoreBackend, clock: () 
   };
   jobs.attach(link);
 
+  /** The server's answer to the offer of one chunk: 'have', 'want', or 'upload.failed'. */
   const answerFor = async (uploadId: string, chunkId: string, from: number): Promise<string> => {
     for (let i = 0; i < 1000; i++) {
-      const answer = sent.slice(from).find((m) => m.payload.uploadId === uploadId && m.payload.chunkId === chunkId && ['chunk.have', 'chunk.want', 'upload.failed'].includes(m.type));
-      if (answer) return answer.type;
+      for (const m of sent.slice(from)) {
+        if (m.payload.uploadId !== uploadId) continue;
+        if (m.type === 'upload.failed') return m.type;
+        if (m.type === 'chunks.answer') return (m.payload.want as string[]).includes(chunkId) ? 'want' : 'have';
+      }
       await new Promise((r) => setTimeout(r, 2));
     }
     throw new Error(`no answer to the offer of ${chunkId}`);
@@ -85,10 +89,10 @@ export function backupDriver(catalog: Catalog, backend: StoreBackend, clock: () 
           const chunk = encodeChunk(piece, { level: 3, keys: options.keys ?? null });
           list.add(chunk.id, chunk.size);
           const from = sent.length;
-          jobs.onChunkOffer(agentId, { uploadId, chunkId: chunk.id, size: chunk.size });
+          jobs.onChunksOffer(agentId, { uploadId, chunks: [{ chunkId: chunk.id, size: chunk.size }] });
           const answer = await answerFor(uploadId, chunk.id, from);
           if (answer === 'upload.failed') throw new Error(JSON.stringify(sent.at(-1)));
-          if (answer === 'chunk.want') {
+          if (answer === 'want') {
             jobs.onFrame(agentId, encodeFrame(FrameKind.Upload, uploadId, chunk.id, chunk.stored));
             sentChunks++;
           }

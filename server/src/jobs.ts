@@ -57,6 +57,8 @@ interface Upload {
   writer: PackWriter;
   /** Offers not yet settled (answered "have", or uploaded and acknowledged). */
   pending: number;
+  /** Uploaded chunks packed since the last chunks.ack: acknowledged together, once per turn of the event loop. */
+  acks: string[];
   error: WireError | null;
 }
 
@@ -350,7 +352,7 @@ export class JobService {
       this.link?.send(agentId, 'upload.failed', { jobId: p.jobId, uploadId: p.uploadId, error });
       return;
     }
-    const upload: Upload = { uploadId: p.uploadId, step: p.step, kind: p.kind, name: p.name, size: 0, chunks: [], wanted: new Map(), chain: Promise.resolve(), writer: this.store.writer(), pending: 0, error: null };
+    const upload: Upload = { uploadId: p.uploadId, step: p.step, kind: p.kind, name: p.name, size: 0, chunks: [], wanted: new Map(), chain: Promise.resolve(), writer: this.store.writer(), pending: 0, acks: [], error: null };
     live.uploads.set(p.uploadId, upload);
     this.uploads.set(p.uploadId, live);
   }
@@ -362,26 +364,34 @@ export class JobService {
     return { live, upload };
   }
 
-  /** The next chunk of an artifact: part of it from now on; the agent sends it only if the store lacks it. */
-  onChunkOffer(agentId: string, p: PayloadOf<typeof AgentMessages, 'chunk.offer'>): void {
+  /** The next chunks of an artifact: part of it from now on; the agent sends only those the store lacks. */
+  onChunksOffer(agentId: string, p: PayloadOf<typeof AgentMessages, 'chunks.offer'>): void {
     const { live, upload } = this.uploadOf(agentId, p.uploadId);
     // The agent keeps at most UPLOAD_WINDOW offers unsettled; more means it ignores flow control.
-    if (++upload.pending > UPLOAD_WINDOW) throw new LifeboatError('protocol', `upload ${p.uploadId} exceeded the flow-control window`);
-    upload.chunks.push({ id: p.chunkId, size: p.size });
-    upload.size += p.size;
-    live.chunkIds.add(p.chunkId);
+    upload.pending += p.chunks.length;
+    if (upload.pending > UPLOAD_WINDOW) throw new LifeboatError('protocol', `upload ${p.uploadId} exceeded the flow-control window`);
+    for (const { chunkId, size } of p.chunks) {
+      upload.chunks.push({ id: chunkId, size });
+      upload.size += size;
+      live.chunkIds.add(chunkId);
+    }
     upload.chain = upload.chain.then(async () => {
       if (upload.error) return;
       try {
-        if (!upload.wanted.has(p.chunkId) && (live.confirmed.has(p.chunkId) || upload.writer.holds(p.chunkId) || this.store.has(p.chunkId))) {
-          upload.pending--;
-          this.link?.send(agentId, 'chunk.have', { uploadId: p.uploadId, chunkId: p.chunkId });
-          return;
+        const have: string[] = [];
+        const want: string[] = [];
+        for (const { chunkId, size } of p.chunks) {
+          if (!upload.wanted.has(chunkId) && (live.confirmed.has(chunkId) || upload.writer.holds(chunkId) || this.store.has(chunkId))) {
+            have.push(chunkId);
+            continue;
+          }
+          const wanted = upload.wanted.get(chunkId);
+          if (wanted) wanted.count++;
+          else upload.wanted.set(chunkId, { count: 1, size });
+          want.push(chunkId);
         }
-        const wanted = upload.wanted.get(p.chunkId);
-        if (wanted) wanted.count++;
-        else upload.wanted.set(p.chunkId, { count: 1, size: p.size });
-        this.link?.send(agentId, 'chunk.want', { uploadId: p.uploadId, chunkId: p.chunkId });
+        upload.pending -= have.length;
+        this.link?.send(agentId, 'chunks.answer', { uploadId: p.uploadId, have, want });
       } catch (err) {
         this.failUpload(live, upload, err);
       }
@@ -424,10 +434,21 @@ export class JobService {
         await upload.writer.ready();
         if (upload.error) return;
         upload.pending--;
-        this.link?.send(agentId, 'chunk.ack', { uploadId: upload.uploadId, chunkId: frame.chunkId });
+        this.acknowledge(agentId, upload, frame.chunkId);
       } catch (err) {
         this.failUpload(live, upload, err);
       }
+    });
+  }
+
+  /** Chunks packed in one turn of the event loop go back in one chunks.ack. */
+  private acknowledge(agentId: string, upload: Upload, chunkId: string): void {
+    upload.acks.push(chunkId);
+    if (upload.acks.length > 1) return;
+    setImmediate(() => {
+      const chunkIds = upload.acks;
+      upload.acks = [];
+      if (!upload.error && chunkIds.length > 0) this.link?.send(agentId, 'chunks.ack', { uploadId: upload.uploadId, chunkIds });
     });
   }
 

@@ -10,7 +10,7 @@ import { EncryptionSettings } from './keys.js';
  * A message that fails to parse is answered with `error` and dropped, never thrown across the wire.
  */
 /** 2: chunks.reused, and chunk ids from the content-only chunker (the store holds packs). */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 /** Chunk ids per chunks.query. */
 export const MAX_CHUNK_QUERY = 4096;
 
@@ -205,8 +205,14 @@ export const AgentMessages = {
     /** In an encrypted repository: the key check of the agent's passphrase, so the server refuses a wrong one. */
     keyCheck: z.string().optional(),
   }),
-  /** The next chunk of the artifact, in order. The server answers chunk.have (no upload needed) or chunk.want. */
-  'chunk.offer': z.object({ uploadId: z.uuid(), chunkId: Sha256Hex, size: z.number().int().min(0).max(MAX_CHUNK_BYTES) }),
+  /**
+   * The next chunks of the artifact, in order: as many as were ready at once (one message, not one per chunk).
+   * The server answers chunks.answer: which it holds (no upload needed), which to send.
+   */
+  'chunks.offer': z.object({
+    uploadId: z.uuid(),
+    chunks: z.array(z.object({ chunkId: Sha256Hex, size: z.number().int().min(0).max(MAX_CHUNK_BYTES) })).min(1).max(UPLOAD_WINDOW),
+  }),
   /**
    * The next chunks of the artifact, in order, reused unread from the files cache: each one this job's
    * chunks.query found in the store (and so claimed). Nothing is sent back; a chunk not claimed fails the upload.
@@ -279,12 +285,14 @@ export const ServerMessages = {
     checks: z.array(DrillCheck),
   }),
   'job.cancel': z.object({ jobId: z.string(), reason: z.string() }),
-  /** The store already holds this chunk: it is part of the artifact, and nothing needs to travel. */
-  'chunk.have': z.object({ uploadId: z.uuid(), chunkId: Sha256Hex }),
-  /** The store lacks this chunk: send it as the next binary frame of the upload. */
-  'chunk.want': z.object({ uploadId: z.uuid(), chunkId: Sha256Hex }),
-  /** The uploaded chunk is verified and durable. */
-  'chunk.ack': z.object({ uploadId: z.uuid(), chunkId: Sha256Hex }),
+  /**
+   * The answer to one chunks.offer: `have`, chunks the store already holds (part of the artifact; nothing needs to
+   * travel); `want`, chunks it lacks, each to be sent as a binary frame of the upload (an id offered twice and
+   * lacking is wanted twice).
+   */
+  'chunks.answer': z.object({ uploadId: z.uuid(), have: z.array(Sha256Hex).max(UPLOAD_WINDOW), want: z.array(Sha256Hex).max(UPLOAD_WINDOW) }),
+  /** These uploaded chunks are verified and packed (their artifact counts as stored only once they are durable). */
+  'chunks.ack': z.object({ uploadId: z.uuid(), chunkIds: z.array(Sha256Hex).min(1).max(UPLOAD_WINDOW) }),
   'artifact.stored': z.object({ jobId: z.string(), uploadId: z.uuid(), artifactId: z.string() }),
   'upload.failed': z.object({ jobId: z.string(), uploadId: z.uuid(), error: WireError }),
   /** The answer to chunks.query: those of the asked ids the store lacks (or is deleting). */

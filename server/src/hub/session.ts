@@ -88,8 +88,8 @@ export class AgentSession {
         return jobs.onWarning(this.agent.id, msg.payload);
       case 'artifact.begin':
         return jobs.onArtifactBegin(this.agent.id, msg.payload);
-      case 'chunk.offer':
-        return jobs.onChunkOffer(this.agent.id, msg.payload);
+      case 'chunks.offer':
+        return jobs.onChunksOffer(this.agent.id, msg.payload);
       case 'chunks.reused':
         return jobs.onChunksReused(this.agent.id, msg.payload);
       case 'artifact.end':
