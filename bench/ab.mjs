@@ -1,0 +1,79 @@
+#!/usr/bin/env node
+// A/B of two Lifeboat builds (dist snapshots made with snapshotBuild in bench/tools.mjs), in turns, so both meet
+// the same machine: on our VMs one run per build says nothing (file creation alone swings tenfold). For judging
+// one change; the comparison with other tools is bench/run.mjs.
+//
+//   node bench/ab.mjs --phase restore --corpus DIR --a BUILD_A --b BUILD_B [--rounds 3] [--out DIR]
+//   node bench/ab.mjs --phase backup  --corpus DIR --a BUILD_A --b BUILD_B [--rounds 3] [--out DIR]
+//   node bench/ab.mjs --snapshot DIR   (copies the current build, after `pnpm build`, to DIR: one side of an A/B)
+//
+// restore: each build backs the corpus up once, then restores it `rounds` times, the builds taking turns.
+// backup: each round, each build backs the corpus up into a fresh server and agent (a first backup every time).
+import { rmSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { settleFileCreation } from './measure.mjs';
+import { Lifeboat, snapshotBuild } from './tools.mjs';
+
+const args = Object.fromEntries(process.argv.slice(2).join(' ').split('--').filter(Boolean).map((a) => a.trim().split(/\s+/)));
+if (args.snapshot) {
+  const { root, digest } = snapshotBuild(resolve(args.snapshot));
+  process.stderr.write(`build ${digest} copied to ${root}\n`);
+  process.exit(0);
+}
+if (!args.corpus || !args.a || !args.b || !['backup', 'restore'].includes(args.phase ?? 'restore')) {
+  process.stderr.write('usage: node bench/ab.mjs --phase restore|backup --corpus DIR --a BUILD_A --b BUILD_B [--rounds 3] [--out DIR]\n');
+  process.exit(2);
+}
+const phase = args.phase ?? 'restore';
+const corpus = resolve(args.corpus);
+const out = resolve(args.out ?? '/tmp/lifeboat-ab');
+const rounds = Number(args.rounds ?? 3);
+const builds = { a: resolve(args.a), b: resolve(args.b) };
+const say = (msg) => process.stderr.write(`${msg}\n`);
+const MiB = (bytes) => (bytes / 1048576).toFixed(0);
+const mainThread = (threads) => threads.find((t) => t.thread === 'main');
+const describe = (r) =>
+  `${r.wall.toFixed(2)} s, CPU ${r.cpu.toFixed(1)} s (agent ${r.cpuBy.agent.toFixed(1)}, server ${r.cpuBy.server.toFixed(1)}; ` +
+  `agent main ${mainThread(r.threads.agent)?.user ?? '?'} user + ${mainThread(r.threads.agent)?.sys ?? '?'} sys), peak RSS agent ${MiB(r.rss.agent)} MiB, server ${MiB(r.rss.server)} MiB`;
+const order = (round) => (round % 2 === 0 ? ['a', 'b'] : ['b', 'a']);
+
+const results = { a: [], b: [] };
+if (phase === 'backup') {
+  for (let round = 0; round < rounds; round++) {
+    for (const name of order(round)) {
+      const dir = join(out, `${name}-${round}`);
+      const tool = new Lifeboat(dir, { build: builds[name] });
+      try {
+        await tool.setup();
+        const r = await tool.backup('corpus', corpus);
+        results[name].push(r);
+        say(`${name}: backup ${describe(r)}`);
+      } finally {
+        await tool.stop().catch(() => undefined);
+        rmSync(dir, { recursive: true, force: true });
+      }
+    }
+  }
+} else {
+  const tools = { a: new Lifeboat(join(out, 'a'), { build: builds.a }), b: new Lifeboat(join(out, 'b'), { build: builds.b }) };
+  try {
+    for (const [name, tool] of Object.entries(tools)) {
+      await tool.setup();
+      say(`${name}: backup ${describe(await tool.backup('corpus', corpus))}`);
+    }
+    for (let round = 0; round < rounds; round++) {
+      for (const name of order(round)) {
+        const target = join(out, `restore-${name}`);
+        rmSync(target, { recursive: true, force: true });
+        await settleFileCreation(out);
+        const r = await tools[name].restore('corpus', corpus, target);
+        results[name].push(r);
+        say(`${name}: restore ${describe(r)}`);
+      }
+    }
+  } finally {
+    for (const tool of Object.values(tools)) await tool.stop().catch(() => undefined);
+  }
+}
+const median = (xs) => xs.slice().sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+for (const name of ['a', 'b']) say(`${name}: median ${phase} ${median(results[name].map((r) => r.wall)).toFixed(2)} s, median CPU ${median(results[name].map((r) => r.cpu)).toFixed(1)} s`);
