@@ -11,7 +11,7 @@
 // backup: each round, each build backs the corpus up into a fresh server and agent (a first backup every time).
 import { rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { settleFileCreation } from './measure.mjs';
+import { output, readThrough, settleFileCreation } from './measure.mjs';
 import { Lifeboat, snapshotBuild } from './tools.mjs';
 
 const args = Object.fromEntries(process.argv.slice(2).join(' ').split('--').filter(Boolean).map((a) => a.trim().split(/\s+/)));
@@ -45,6 +45,9 @@ if (phase === 'backup') {
       const tool = new Lifeboat(dir, { build: builds[name] });
       try {
         await tool.setup();
+        // As bench/run.mjs does: the source in the page cache and no dirty pages left, for every backup alike.
+        readThrough(corpus);
+        await output('sync', []);
         const r = await tool.backup('corpus', corpus);
         results[name].push(r);
         say(`${name}: backup ${describe(r)}`);
@@ -59,6 +62,8 @@ if (phase === 'backup') {
   try {
     for (const [name, tool] of Object.entries(tools)) {
       await tool.setup();
+      readThrough(corpus);
+      await output('sync', []);
       say(`${name}: backup ${describe(await tool.backup('corpus', corpus))}`);
     }
     for (let round = 0; round < rounds; round++) {
