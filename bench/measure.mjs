@@ -147,10 +147,10 @@ export function treeBytes(path) {
  * probe in µs. After a large deletion (an earlier run's outputs, a restore target) the disk stays slow for half a
  * minute or more here; a timed restore started then measures the disk's aftermath more than the tool.
  */
-export async function settleFileCreation(dir, { fastUs = 60, limitSeconds = 120 } = {}) {
+export async function settleFileCreation(dir, { fastUs = 60, limitSeconds = 120, files = 500 } = {}) {
   const deadline = Date.now() + limitSeconds * 1000;
   for (let i = 0; ; i++) {
-    const us = probeFileCreation(join(dir, `settle-${Date.now()}-${i}`), 500);
+    const us = probeFileCreation(join(dir, `settle-${Date.now()}-${i}`), files);
     if (us <= fastUs || Date.now() > deadline) return us;
     await new Promise((r) => setTimeout(r, 3000));
   }
