@@ -21,9 +21,8 @@ function fakeServer(stored = new Set<string>()) {
       const parsed = AgentMessages[type].parse(payload) as Record<string, unknown>;
       messages.push({ type, payload: parsed });
       if (type === 'chunks.offer') {
-        const chunks = parsed.chunks as { chunkId: string }[];
-        const want = chunks.filter((c) => !stored.has(c.chunkId)).map((c) => c.chunkId);
-        reply('chunks.answer', { uploadId: parsed.uploadId, have: chunks.filter((c) => stored.has(c.chunkId)).map((c) => c.chunkId), want });
+        const ids = (parsed.chunks as { id: string }[]).map((c) => c.id);
+        reply('chunks.answer', { uploadId: parsed.uploadId, have: ids.filter((id) => stored.has(id)), want: ids.filter((id) => !stored.has(id)) });
       }
       if (type === 'artifact.end') reply('artifact.stored', { jobId: parsed.jobId, uploadId: parsed.uploadId, artifactId: 'art_test' });
     },
@@ -60,7 +59,7 @@ describe('uploadArtifact', () => {
     const server = fakeServer();
     const result = await uploadArtifact(server.link, 0, segmented(200), fakeJobContext().ctx);
     expect(result).toMatchObject({ artifactId: 'art_test', chunks: 200, sentChunks: 200, size: 200 * 4096 });
-    const offers = server.messages.filter((m) => m.type === 'chunks.offer').map((m) => (m.payload.chunks as { chunkId: string }[]).map((c) => c.chunkId));
+    const offers = server.messages.filter((m) => m.type === 'chunks.offer').map((m) => (m.payload.chunks as { id: string }[]).map((c) => c.id));
     expect(offers.flat()).toEqual(server.framed);
     expect(new Set(server.framed).size).toBe(200);
     expect(Math.max(...offers.map((o) => o.length))).toBeLessThanOrEqual(UPLOAD_WINDOW);

@@ -221,7 +221,7 @@ export async function uploadArtifact(
    * Offers go out together: those made in one turn of the event loop (the chunks the codec threads finished
    * meanwhile) in one chunks.offer, not one message each (with a parse at both ends, and an answer for each).
    */
-  let offers: { chunkId: string; size: number }[] = [];
+  let offers: ChunkRef[] = [];
   const sendOffers = () => {
     if (offers.length === 0) return;
     link.send('chunks.offer', { uploadId, chunks: offers });
@@ -240,7 +240,7 @@ export async function uploadArtifact(
     const entry = offered.get(chunk.id);
     if (entry) entry.count++;
     else offered.set(chunk.id, { chunk, count: 1 });
-    offers.push({ chunkId: chunk.id, size: chunk.size });
+    offers.push({ id: chunk.id, size: chunk.size });
     if (offers.length === 1) setImmediate(sendOffers);
     ctx.progress('uploading', size);
   };

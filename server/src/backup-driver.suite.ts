@@ -89,7 +89,7 @@ export function backupDriver(catalog: Catalog, backend: StoreBackend, clock: () 
           const chunk = encodeChunk(piece, { level: 3, keys: options.keys ?? null });
           list.add(chunk.id, chunk.size);
           const from = sent.length;
-          jobs.onChunksOffer(agentId, { uploadId, chunks: [{ chunkId: chunk.id, size: chunk.size }] });
+          jobs.onChunksOffer(agentId, { uploadId, chunks: [{ id: chunk.id, size: chunk.size }] });
           const answer = await answerFor(uploadId, chunk.id, from);
           if (answer === 'upload.failed') throw new Error(JSON.stringify(sent.at(-1)));
           if (answer === 'want') {

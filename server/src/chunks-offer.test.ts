@@ -32,7 +32,7 @@ describe('chunks.offer (batched offers)', () => {
     const held = catalog.artifactsOf(snapshotId).flatMap((a) => catalog.chunksOf(a.id))[0]!;
     const fresh = [newChunk(), newChunk(), newChunk()];
     const { agentId, jobId, uploadId } = beginUpload();
-    const offered = [{ chunkId: held.id, size: held.size }, ...fresh.map((c) => ({ chunkId: c.id, size: c.size }))];
+    const offered = [{ id: held.id, size: held.size }, ...fresh.map((c) => ({ id: c.id, size: c.size }))];
     driver.jobs.onChunksOffer(agentId, { uploadId, chunks: offered });
 
     const answers = await sentOnce('chunks.answer', uploadId);
@@ -41,24 +41,23 @@ describe('chunks.offer (batched offers)', () => {
     const acks = await sentOnce('chunks.ack', uploadId);
     expect(acks).toEqual([{ uploadId, chunkIds: fresh.map((c) => c.id) }]);
 
-    const chunks = offered.map((o) => ({ id: o.chunkId, size: o.size }));
-    const size = chunks.reduce((n, c) => n + c.size, 0);
+    const size = offered.reduce((n, c) => n + c.size, 0);
     const metadata = { kind: 'files' as const, paths: ['/srv/app'], entries: 1, files: 1, directories: 0, symlinks: 0, fileBytes: size };
-    await driver.jobs.onArtifactEnd(agentId, { jobId, uploadId, size, sha256: chunkListDigest(chunks), chunks: chunks.length, metadata });
+    await driver.jobs.onArtifactEnd(agentId, { jobId, uploadId, size, sha256: chunkListDigest(offered), chunks: offered.length, metadata });
     expect(await sentOnce('artifact.stored', uploadId)).toHaveLength(1);
     await driver.jobs.onFinished(agentId, { jobId, ok: true, artifacts: 1 });
     const done = catalog.job(jobId)!;
     expect(done.status).toBe('succeeded');
-    expect(catalog.artifactsOf(done.snapshotId!).flatMap((a) => catalog.chunksOf(a.id))).toEqual(chunks);
+    expect(catalog.artifactsOf(done.snapshotId!).flatMap((a) => catalog.chunksOf(a.id))).toEqual(offered);
   });
 
   it('wants a chunk offered twice in one batch twice, and refuses offers past the window', async () => {
     const twice = newChunk();
     const { agentId, uploadId } = beginUpload();
-    driver.jobs.onChunksOffer(agentId, { uploadId, chunks: [twice, twice].map((c) => ({ chunkId: c.id, size: c.size })) });
+    driver.jobs.onChunksOffer(agentId, { uploadId, chunks: [twice, twice].map((c) => ({ id: c.id, size: c.size })) });
     expect(await sentOnce('chunks.answer', uploadId)).toEqual([{ uploadId, have: [], want: [twice.id, twice.id] }]);
 
     const many = Array.from({ length: UPLOAD_WINDOW - 1 }, () => newChunk(1000));
-    expect(() => driver.jobs.onChunksOffer(agentId, { uploadId, chunks: many.map((c) => ({ chunkId: c.id, size: c.size })) })).toThrow(/exceeded the flow-control window/);
+    expect(() => driver.jobs.onChunksOffer(agentId, { uploadId, chunks: many.map((c) => ({ id: c.id, size: c.size })) })).toThrow(/exceeded the flow-control window/);
   });
 });

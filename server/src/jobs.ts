@@ -370,25 +370,25 @@ export class JobService {
     // The agent keeps at most UPLOAD_WINDOW offers unsettled; more means it ignores flow control.
     upload.pending += p.chunks.length;
     if (upload.pending > UPLOAD_WINDOW) throw new LifeboatError('protocol', `upload ${p.uploadId} exceeded the flow-control window`);
-    for (const { chunkId, size } of p.chunks) {
-      upload.chunks.push({ id: chunkId, size });
-      upload.size += size;
-      live.chunkIds.add(chunkId);
+    for (const chunk of p.chunks) {
+      upload.chunks.push(chunk);
+      upload.size += chunk.size;
+      live.chunkIds.add(chunk.id);
     }
     upload.chain = upload.chain.then(async () => {
       if (upload.error) return;
       try {
         const have: string[] = [];
         const want: string[] = [];
-        for (const { chunkId, size } of p.chunks) {
-          if (!upload.wanted.has(chunkId) && (live.confirmed.has(chunkId) || upload.writer.holds(chunkId) || this.store.has(chunkId))) {
-            have.push(chunkId);
+        for (const { id, size } of p.chunks) {
+          if (!upload.wanted.has(id) && (live.confirmed.has(id) || upload.writer.holds(id) || this.store.has(id))) {
+            have.push(id);
             continue;
           }
-          const wanted = upload.wanted.get(chunkId);
+          const wanted = upload.wanted.get(id);
           if (wanted) wanted.count++;
-          else upload.wanted.set(chunkId, { count: 1, size });
-          want.push(chunkId);
+          else upload.wanted.set(id, { count: 1, size });
+          want.push(id);
         }
         upload.pending -= have.length;
         this.link?.send(agentId, 'chunks.answer', { uploadId: p.uploadId, have, want });
@@ -448,7 +448,7 @@ export class JobService {
     setImmediate(() => {
       const chunkIds = upload.acks;
       upload.acks = [];
-      if (!upload.error && chunkIds.length > 0) this.link?.send(agentId, 'chunks.ack', { uploadId: upload.uploadId, chunkIds });
+      if (!upload.error) this.link?.send(agentId, 'chunks.ack', { uploadId: upload.uploadId, chunkIds });
     });
   }
 
@@ -544,13 +544,13 @@ export class JobService {
     // A few reads at once, sent in the order asked: each read is several trips through the thread pool, and one
     // after the other they kept the agent waiting (the agent's window bounds what is read ahead).
     const reads: Promise<Buffer>[] = [];
-    const startRead = (i: number) => {
-      const chunkId = p.chunkIds[i]!;
+    const readNext = () => {
+      const chunkId = p.chunkIds[reads.length]!;
       const read = this.store.get(chunkId, allowed.get(chunkId) ?? null);
       read.catch(() => undefined);
       reads.push(read);
     };
-    for (let i = 0; i < Math.min(CHUNK_READS_AT_ONCE, p.chunkIds.length); i++) startRead(i);
+    while (reads.length < Math.min(CHUNK_READS_AT_ONCE, p.chunkIds.length)) readNext();
     for (let i = 0; i < p.chunkIds.length; i++) {
       const chunkId = p.chunkIds[i]!;
       try {
@@ -560,7 +560,7 @@ export class JobService {
       } catch (err) {
         this.link?.send(agentId, 'chunk.missing', { jobId: p.jobId, transferId: p.transferId, chunkId, error: describeError(err) });
       } finally {
-        if (reads.length < p.chunkIds.length) startRead(reads.length);
+        if (reads.length < p.chunkIds.length) readNext();
       }
     }
   }

@@ -9,7 +9,10 @@ import { EncryptionSettings } from './keys.js';
  * `{ v, id, type, payload }`, one catalog per direction; data travels in binary frames (frames.ts).
  * A message that fails to parse is answered with `error` and dropped, never thrown across the wire.
  */
-/** 2: chunks.reused, and chunk ids from the content-only chunker (the store holds packs). */
+/**
+ * 2: chunks.reused, and chunk ids from the content-only chunker (the store holds packs).
+ * 3: offers, answers and acknowledgements in batches (chunks.offer, chunks.answer, chunks.ack).
+ */
 export const PROTOCOL_VERSION = 3;
 /** Chunk ids per chunks.query. */
 export const MAX_CHUNK_QUERY = 4096;
@@ -209,10 +212,7 @@ export const AgentMessages = {
    * The next chunks of the artifact, in order: as many as were ready at once (one message, not one per chunk).
    * The server answers chunks.answer: which it holds (no upload needed), which to send.
    */
-  'chunks.offer': z.object({
-    uploadId: z.uuid(),
-    chunks: z.array(z.object({ chunkId: Sha256Hex, size: z.number().int().min(0).max(MAX_CHUNK_BYTES) })).min(1).max(UPLOAD_WINDOW),
-  }),
+  'chunks.offer': z.object({ uploadId: z.uuid(), chunks: z.array(ChunkRef).min(1).max(UPLOAD_WINDOW) }),
   /**
    * The next chunks of the artifact, in order, reused unread from the files cache: each one this job's
    * chunks.query found in the store (and so claimed). Nothing is sent back; a chunk not claimed fails the upload.

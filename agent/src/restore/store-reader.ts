@@ -22,11 +22,11 @@ export interface ReadArtifactOptions {
 
 /**
  * An artifact's bytes read straight from the store, for restores without a server and for restore drills: its
- * chunks in order, a few fetched ahead, each decoded and verified (authentication tag, recorded length, id) in the
- * codec threads, and
- * the chunk list checked against its recorded digest first and the total size before the stream ends. The store is untrusted
- * (DESIGN §11): any failure destroys the stream with a LifeboatError('integrity' or 'not_found') naming the chunk.
- * Memory stays bounded by the read-ahead whatever the artifact's size; the consumer's pace sets the reading pace.
+ * chunks in order, a few fetched ahead, each decoded and verified (authentication tag, recorded length, id) in
+ * the codec threads, and the chunk list checked against its recorded digest first and the total size before the
+ * stream ends. The store is untrusted (DESIGN §11): any failure destroys the stream with a
+ * LifeboatError('integrity' or 'not_found') naming the chunk. Memory stays bounded by the read-ahead whatever the
+ * artifact's size; the consumer's pace sets the reading pace.
  */
 export function readArtifact(reader: ChunkReader, artifact: StoredArtifact, keys: ChunkKeys | null, options: ReadArtifactOptions = {}): Readable {
   const readAhead = Math.max(1, options.readAhead ?? 4);

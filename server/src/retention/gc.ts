@@ -24,13 +24,13 @@ type GcOptions = { now: number; graceMs: number; dryRun: boolean; log: Logger };
 const REWRITE_GARBAGE_SHARE = 0.05;
 
 /**
- * Mark and sweep over packs: every chunk some snapshot references is marked (a pack at a time, from the
- * catalog's chunk index); an unmarked chunk goes only when it has been unreferenced (or unused) for longer than
- * the grace period and no job in progress relies on it — so a backup uploading during a prune never loses a
- * chunk. A pack with nothing live is deleted; one with enough garbage is rewritten with its live chunks only. Deletion by policy (prune) and collection of garbage are
- * separate steps, as in restic. Also: a pack the catalog does not know but whose index object exists (a
- * rebuilt catalog, a crash before the catalog write) is adopted; one without an index object is an orphan of
- * a crash and deleted.
+ * Mark and sweep over packs: every chunk some snapshot references is marked (a pack at a time, from the catalog's
+ * chunk index); an unmarked chunk goes only when it has been unreferenced (or unused) for longer than the grace
+ * period and no job in progress relies on it — so a backup uploading during a prune never loses a chunk. A pack
+ * with nothing live is deleted; one with enough garbage is rewritten with its live chunks only. Deletion by
+ * policy (prune) and collection of garbage are separate steps, as in restic. Also: a pack the catalog does not
+ * know but whose index object exists (a rebuilt catalog, a crash before the catalog write) is adopted; one
+ * without an index object is an orphan of a crash and deleted.
  */
 export function collectGarbage(catalog: Catalog, backend: StoreBackend, jobs: GcJobs, options: GcOptions): Promise<GcReport> {
   // One collection at a time: the admin's prune and the scheduled one must not rewrite the same packs at once.
