@@ -1,4 +1,4 @@
-import { LifeboatError, snapshotManifestKey, type Logger, type StoreBackend } from '@lifeboat/shared';
+import { describeError, LifeboatError, snapshotManifestKey, type Logger, type StoreBackend } from '@lifeboat/shared';
 import type { Catalog } from '../catalog/catalog.js';
 import { applyRetention, type Decision } from './policy.js';
 
@@ -31,15 +31,22 @@ export function planPrune(catalog: Catalog, now: number, planId?: string): PlanP
 }
 
 /**
- * Removes what the policy removes: catalog rows first (so no restore is offered a snapshot mid-deletion),
- * then the manifest in the store. Chunks are left for garbage collection.
+ * Removes what the policy removes: the manifest in the store first, then the catalog rows. Chunks are left for
+ * garbage collection, which spares whatever a catalog row still references. In this order a manifest never
+ * outlives its row: a prune cut off between the two leaves a row without a manifest (the next prune removes it;
+ * the snapshot stays restorable meanwhile, its chunks being referenced), never a manifest whose chunks garbage
+ * collection may delete, which rebuild-catalog would bring back as a snapshot that cannot be restored.
  */
 export async function removeSnapshots(catalog: Catalog, backend: StoreBackend, reports: PlanPruneReport[], now: number, log: Logger): Promise<number> {
   let removed = 0;
   for (const report of reports) {
     for (const decision of report.remove) {
+      try {
+        await backend.delete(snapshotManifestKey(decision.id));
+      } catch (err) {
+        throw new LifeboatError('store_failed', `snapshot ${decision.id}: its manifest could not be deleted from the store, so the snapshot was kept (${describeError(err).message}); prune again once the store is reachable`);
+      }
       catalog.deleteSnapshot(decision.id, now);
-      await backend.delete(snapshotManifestKey(decision.id));
       removed++;
       log.info('snapshot removed by retention', { plan: report.planId, snapshot: decision.id, why: decision.reasons.join('; ') });
     }
