@@ -20,6 +20,10 @@ if (args.snapshot) {
   process.stderr.write(`build ${digest} copied to ${root}\n`);
   process.exit(0);
 }
+if (args.help || args.h) {
+  process.stdout.write('usage: node bench/ab.mjs --phase restore|backup --corpus DIR --a BUILD_A --b BUILD_B [--rounds 3] [--out DIR]\n       node bench/ab.mjs --snapshot DIR\n');
+  process.exit(0);
+}
 if (!args.corpus || !args.a || !args.b || !['backup', 'restore'].includes(args.phase ?? 'restore')) {
   process.stderr.write('usage: node bench/ab.mjs --phase restore|backup --corpus DIR --a BUILD_A --b BUILD_B [--rounds 3] [--out DIR]\n');
   process.exit(2);

@@ -514,7 +514,11 @@ function parseArgs(argv) {
 async function main() {
   const { command, dir, opts } = parseArgs(process.argv.slice(2));
   const usage = 'usage: corpus.mjs generate DIR [--size 1G] [--seed 1] [--force] | mutate DIR [--percent 2] [--seed 1]';
-  if (!dir || !['generate', 'mutate'].includes(command)) {
+  if (process.argv.slice(2).some((a) => a === '--help' || a === '-h')) {
+    console.log(usage);
+    return;
+  }
+  if (!dir || dir.startsWith('-') || !['generate', 'mutate'].includes(command)) {
     console.error(usage);
     process.exit(2);
   }

@@ -136,6 +136,10 @@ export async function runPgSeries({ out, scale = 50, transactions = 50000, seed 
 
 if (process.argv[1] && resolve(process.argv[1]) === resolve(new URL(import.meta.url).pathname)) {
   const args = process.argv.slice(2);
+  if (args.includes('--help') || args.includes('-h')) {
+    console.log('usage: node bench/pg-series.mjs [--out DIR] [--scale 50] [--transactions 50000] [--seed 1]');
+    process.exit(0);
+  }
   const opt = (name, dflt) => {
     const i = args.indexOf(`--${name}`);
     return i >= 0 ? args[i + 1] : dflt;

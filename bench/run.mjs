@@ -25,6 +25,12 @@ import { Borg, Lifeboat, Restic, snapshotBuild, TarZstd, versions } from './tool
 const ROOT = resolve(new URL('..', import.meta.url).pathname);
 
 function parseArgs(argv) {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    // The usage is this file's opening comment.
+    const head = readFileSync(new URL(import.meta.url), 'utf8').split('\n').slice(1);
+    process.stdout.write(`${head.slice(0, head.findIndex((l) => !l.startsWith('//'))).map((l) => l.replace(/^\/\/ ?/, '')).join('\n')}\n`);
+    process.exit(0);
+  }
   const opts = { tools: 'lifeboat,restic,borg,tarzstd', size: '1G', seed: '1', percent: '2', scale: '50', transactions: '50000', 'borg-compression': 'zstd,3' };
   const flags = new Set(['skip-generate', 'no-db', 'no-encryption', 'cpu-prof', 'report-only']);
   for (let i = 0; i < argv.length; i++) {
