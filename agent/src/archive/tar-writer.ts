@@ -340,33 +340,88 @@ class SmallEntryGroup {
     const lines: ManifestLine[] = [];
     const archived = new SegmentKey();
     let cacheable = true;
+    const out = new SegmentBuffer(entries.reduce((n, e) => n + plannedBytes(e), 0));
     for (const e of entries) {
       if (a.signal.aborted) throw abortReason(a.signal);
+      out.planned -= plannedBytes(e);
       if (e.kind === 'large-file-header') {
         // Its content follows as the next segment, which counts the file and lists it in the manifest.
-        yield e.header;
+        out.append(e.header);
         archived.add(e.header, null);
         continue;
       }
       if (e.kind !== 'file') {
-        yield e.header;
+        out.append(e.header);
         archived.add(e.header, null);
         await note(a, lines, lineOf(e));
         continue;
       }
-      const read = readSmallFile(e, a);
+      const read = readSmallFile(e, a, out);
       a.filesRead++;
       if (!read) {
         cacheable = false;
         continue;
       }
-      yield read.header;
-      yield read.content;
       archived.add(read.header, read.info);
       cacheable &&= read.complete;
       await note(a, lines, { path: e.path, type: 'file', size: read.info.size, sha256: read.sha256 });
     }
+    yield* out.drain();
     yield segmentEnd(a, this.rootIndex, first, cacheable ? archived.digest() : null, lines);
+  }
+}
+
+/** An entry's bytes in the archive as planned from its lstat: header, and a small file's padded content. */
+function plannedBytes(e: PlannedEntry): number {
+  return e.header.length + (e.kind === 'file' ? padded(e.info.size) : 0);
+}
+
+function padded(size: number): number {
+  return size + ((BLOCK - (size % BLOCK)) % BLOCK);
+}
+
+/**
+ * A group's bytes, headers and contents written into one buffer of the planned size (files are read straight
+ * into it): one piece per group instead of two per file, and no buffer per file. A file that grew since the walk
+ * saw it may not fit; what is filled then becomes a piece of its own and the rest goes on in a new buffer.
+ */
+class SegmentBuffer {
+  private buffer: Buffer;
+  private used = 0;
+  private readonly filled: Buffer[] = [];
+
+  /** `planned`: the bytes of the entries not yet written (the caller counts them down). */
+  constructor(public planned: number) {
+    this.buffer = Buffer.allocUnsafe(planned);
+  }
+
+  /** Room for `bytes` more, at the returned offset of `this.target`; nothing counts as written until `commit`. */
+  reserve(bytes: number): number {
+    if (this.used + bytes > this.buffer.length) {
+      if (this.used > 0) this.filled.push(this.buffer.subarray(0, this.used));
+      this.buffer = Buffer.allocUnsafe(bytes + this.planned);
+      this.used = 0;
+    }
+    return this.used;
+  }
+
+  get target(): Buffer {
+    return this.buffer;
+  }
+
+  commit(bytes: number): void {
+    this.used += bytes;
+  }
+
+  append(bytes: Buffer): void {
+    bytes.copy(this.buffer, this.reserve(bytes.length));
+    this.commit(bytes.length);
+  }
+
+  /** The pieces, in order; the buffers are the stream's from here on. */
+  *drain(): Generator<Buffer> {
+    yield* this.filled;
+    if (this.used > 0) yield this.buffer.subarray(0, this.used);
   }
 }
 
@@ -412,16 +467,17 @@ async function note(a: Archiver, lines: ManifestLine[], line: ManifestLine): Pro
 
 interface ReadFile {
   header: Buffer;
-  /** The content with its block padding. */
-  content: Buffer;
   info: Stats;
   sha256: string;
   /** False when the file changed or could not be read whole (the archived copy is still the promised size). */
   complete: boolean;
 }
 
-/** A small file read whole in a few synchronous calls; null (with a warning) when it cannot be archived. */
-function readSmallFile(e: PlannedEntry, a: Archiver): ReadFile | null {
+/**
+ * A small file read whole in a few synchronous calls, its header and padded content written to `out`; null
+ * (with a warning, and nothing written) when it cannot be archived.
+ */
+function readSmallFile(e: PlannedEntry, a: Archiver, out: SegmentBuffer): ReadFile | null {
   const fd = orWarn(e.path, a, () => openSync(e.path, OPEN_FOR_READING));
   if (fd === undefined) return null;
   try {
@@ -440,8 +496,10 @@ function readSmallFile(e: PlannedEntry, a: Archiver): ReadFile | null {
     const asPlanned = size === e.info.size && info.mtimeMs === e.info.mtimeMs && info.mode === e.info.mode && info.uid === e.info.uid && info.gid === e.info.gid;
     const header = asPlanned ? e.header : encodeHeader({ name: entryName(e.path), type: 'File', info, size }, a);
     if (!header) return null;
-    const padded = size + ((BLOCK - (size % BLOCK)) % BLOCK);
-    const content = Buffer.allocUnsafe(padded);
+    const at = out.reserve(header.length + padded(size));
+    const target = out.target;
+    header.copy(target, at);
+    const content = target.subarray(at + header.length, at + header.length + padded(size));
     let done = 0;
     let complete = size === info.size;
     while (done < size) {
@@ -467,7 +525,8 @@ function readSmallFile(e: PlannedEntry, a: Archiver): ReadFile | null {
       a.warn(`${shown(e.path)} changed while being read; the archived copy may mix old and new content`);
       complete = false;
     }
-    return { header, content, info, sha256, complete };
+    out.commit(header.length + content.length);
+    return { header, info, sha256, complete };
   } finally {
     closeSync(fd);
   }

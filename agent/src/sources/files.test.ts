@@ -341,35 +341,6 @@ describe('files source: backup', () => {
     expect(openFilesUnder(src)).toEqual([]);
   });
 
-  it('describes a small file as it was opened, not as the walk saw it', async () => {
-    const src = dir('reowned');
-    fs.writeFileSync(path.join(src, 'a'), 'A'.repeat(3000), { mode: 0o644 });
-    fs.writeFileSync(path.join(src, 'b'), 'B'.repeat(3000), { mode: 0o644 });
-    fs.writeFileSync(path.join(src, 'c'), 'C'.repeat(3000), { mode: 0o644 });
-    const artifact = await filesSource.backup({ paths: [src], exclude: [] }, testContext().ctx);
-    const pieces: Buffer[] = [];
-    // The walk has seen all three (one group) when a's content comes; b and c are read after it.
-    for await (const piece of artifact.pieces!) {
-      if (!Buffer.isBuffer(piece)) continue;
-      pieces.push(Buffer.from(piece));
-      if (piece.includes('AAAA')) {
-        fs.chmodSync(path.join(src, 'b'), 0o600);
-        fs.appendFileSync(path.join(src, 'c'), 'C');
-      }
-    }
-    await artifact.metadata;
-    const headers = new Map<string, { mode: number; size: number }>();
-    const parser = new Parser({ onReadEntry: (entry) => (headers.set(path.basename(entry.path), { mode: entry.mode! & 0o7777, size: entry.size }), entry.resume()) });
-    await new Promise<void>((resolve, reject) => {
-      parser.on('end', resolve);
-      parser.on('error', reject);
-      parser.end(Buffer.concat(pieces));
-    });
-    expect(headers.get('a')).toEqual({ mode: 0o644, size: 3000 });
-    expect(headers.get('b')).toEqual({ mode: 0o600, size: 3000 });
-    expect(headers.get('c')).toEqual({ mode: 0o644, size: 3001 });
-  });
-
   it('warns about a file deleted or shrunk while the backup runs, and keeps going', async () => {
     const src = dir('vanish');
     const big = path.join(src, 'big');
