@@ -4,6 +4,12 @@ import { join } from 'node:path';
 
 export const UNIT_NAME = 'lifeboat-agent.service';
 
+/**
+ * V8's settings for the agent, as bin/lifeboat-agent gives them (install.test.ts holds the two equal; the
+ * launcher says why these).
+ */
+export const AGENT_NODE_FLAGS = ['--max-semi-space-size=2', '--heap-growing-percent=50'] as const;
+
 /** The systemd unit: restart on failure, but not when the server refused the agent (exit 78, EX_CONFIG). */
 export function systemdUnit(opts: { nodePath: string; agentScript: string; configPath: string }): string {
   return `[Unit]
@@ -16,7 +22,7 @@ Wants=network-online.target
 Type=simple
 # Flat memory on long backups: freed chunk buffers go back to the system, the heap grows little (see bin/lifeboat-agent).
 Environment=MALLOC_MMAP_THRESHOLD_=262144 MALLOC_ARENA_MAX=2
-ExecStart=${opts.nodePath} --max-semi-space-size=2 --heap-growing-percent=20 ${opts.agentScript} run --config ${opts.configPath}
+ExecStart=${opts.nodePath} ${AGENT_NODE_FLAGS.join(' ')} ${opts.agentScript} run --config ${opts.configPath}
 Restart=on-failure
 RestartSec=5
 RestartPreventExitStatus=78
