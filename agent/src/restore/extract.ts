@@ -6,7 +6,7 @@ import { finished } from 'node:stream/promises';
 import { Parser, ReadEntry, UnpackSync, type Unpack } from 'tar';
 import { formatBytes, LifeboatError } from '@lifeboat/shared';
 import { MANIFEST_ENTRY_NAME } from '../archive/tar-writer.js';
-import { FileWriters, LARGEST_HANDED_FILE } from './file-writers.js';
+import { FileWriters } from './file-writers.js';
 import { abortReason, fsReason, isCode, isFsError, shown, throttled } from '../fs-errors.js';
 import type { JobContext, RestoreOptions } from '../sources/source.js';
 
@@ -400,7 +400,7 @@ const NODE_TAR = {
   checkFs: nodeTarMethod('checkFs'),
   /** Makes the entry, once checkFs found its path free (or cleared it). */
   makeFs: nodeTarMethod('makeFs'),
-  /** Writes a regular file. */
+  /** Writes a regular file (replaced: the writer threads write them). */
   file: nodeTarMethod('file'),
   onError: nodeTarMethod('onError'),
   doChown: nodeTarMethod('doChown'),
@@ -410,7 +410,7 @@ const NODE_TAR = {
 
 /** Whether the directory cache below is in effect (node-tar still has the method it wraps). */
 export const DIRECTORY_CACHE_IN_EFFECT = NODE_TAR.mkdir !== undefined;
-/** Whether small files can go to writer threads (node-tar still has every method that needs). */
+/** Whether regular files can go to writer threads (node-tar still has every method that needs). */
 const FILE_WRITERS_POSSIBLE = Object.values(NODE_TAR).every((symbol) => symbol !== undefined);
 /** Whether a free path is found without an exception (node-tar still has the methods that needs). */
 export const FAST_FREE_PATH = NODE_TAR.mkdir !== undefined && NODE_TAR.checkFs !== undefined && NODE_TAR.makeFs !== undefined && NODE_TAR.onError !== undefined;
@@ -418,8 +418,8 @@ export const FAST_FREE_PATH = NODE_TAR.mkdir !== undefined && NODE_TAR.checkFs !
 type NodeTarInternals = Record<symbol, (...args: never[]) => unknown> & { fmode: number; dmode: number; noMtime: boolean; cwd: string };
 
 /**
- * node-tar's synchronous Unpack, with two changes for speed; node-tar still checks every entry and makes
- * every directory, link and large file itself.
+ * node-tar's synchronous Unpack, with three changes for speed; node-tar still checks every entry and makes
+ * every directory and link itself.
  * - It remembers the directories it has made or found. For each entry node-tar walks the parent path from the
  *   target down, a mkdir and an lstat per level, about 14 system calls per file at depth 7; a parent already
  *   made in this restore is not walked again.
@@ -427,9 +427,9 @@ type NodeTarInternals = Record<symbol, (...args: never[]) => unknown> & { fmode:
  *   fresh target that is every entry, and the exception (an Error with its stack) cost about 20 µs each, 1.5 s
  *   of a 70 000-file restore. The path is checked with an lstat that returns nothing instead; anything found
  *   there goes to node-tar's own check.
- * - With `writers`, small regular files are created and written by writer threads (file-writers.ts) while
- *   this thread parses and checks the next entries. Entries that could depend on a file not yet written wait
- *   for the writers first (FileWriters.before).
+ * - With `writers`, regular files are created and written by writer threads (file-writers.ts) while this
+ *   thread parses and checks the next entries: small ones whole, large ones in parts as their bytes stream in.
+ *   Entries that could depend on a file not yet written wait for the writers first (FileWriters.before).
  * Synchronous, entries are written as they are parsed, so memory holds no backlog however many files there are.
  */
 class DirectoryCachingUnpack extends UnpackSync {
@@ -452,7 +452,7 @@ class DirectoryCachingUnpack extends UnpackSync {
       });
     }
     const handing = writers && FILE_WRITERS_POSSIBLE ? writers : null;
-    if (handing) this.handSmallFiles(handing, self);
+    if (handing) this.handFiles(handing, self);
     if (handing || FAST_FREE_PATH) this.checkPathsFirst(handing, self);
   }
 
@@ -487,15 +487,13 @@ class DirectoryCachingUnpack extends UnpackSync {
     });
   }
 
-  private handSmallFiles(writers: FileWriters, self: NodeTarInternals): void {
-    const writeFile = self[NODE_TAR.file!]!.bind(this) as (entry: ReadEntry, done: () => void) => unknown;
+  private handFiles(writers: FileWriters, self: NodeTarInternals): void {
     const onError = self[NODE_TAR.onError!]!.bind(this) as (err: unknown, entry: ReadEntry) => unknown;
     const doChown = self[NODE_TAR.doChown!]!.bind(this) as (entry: ReadEntry) => boolean;
     const uid = self[NODE_TAR.uid!]!.bind(this) as (entry: ReadEntry) => number | undefined;
     const gid = self[NODE_TAR.gid!]!.bind(this) as (entry: ReadEntry) => number | undefined;
     Object.defineProperty(this, NODE_TAR.file!, {
       value: (entry: ReadEntry, done: () => void): unknown => {
-        if (entry.size > LARGEST_HANDED_FILE) return writeFile(entry, done);
         const mtimeMs = entry.mtime && !self.noMtime ? entry.mtime.getTime() : null;
         const owned = doChown(entry);
         const handed = writers.hand({

@@ -16,8 +16,15 @@ export interface FileToWrite {
   /** Absolute; its directory exists (the restore made it), and nothing is at the path itself. */
   path: string;
   mode: number;
+  /** Where its bytes lie in the task's data. */
   offset: number;
   length: number;
+  /**
+   * Where in the file they go. A large file comes in parts, in order, across tasks: the part at 0 creates the
+   * file, the others write further into it, and the `final` one also sets its times and owner.
+   */
+  position: number;
+  final: boolean;
   /** Milliseconds since the epoch, or null to leave the times alone. */
   atimeMs: number | null;
   mtimeMs: number | null;
@@ -42,6 +49,8 @@ export interface WriterData {
 
 /** Never through a symlink, and never anything but a fresh or truncated regular file. */
 const CREATE = constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW;
+/** A later part of a file its first part created. */
+const CONTINUE = constants.O_WRONLY | constants.O_NOFOLLOW;
 
 const { results, state } = workerData as WriterData;
 results.on('message', (task: WriteFilesTask) => {
@@ -65,10 +74,10 @@ results.on('message', (task: WriteFilesTask) => {
 function writeFile(file: FileToWrite, data: Uint8Array): WriteFilesResult['error'] | null {
   let fd: number | null = null;
   try {
-    fd = openSync(file.path, CREATE, file.mode);
-    for (let at = 0; at < file.length; ) at += writeSync(fd, data, file.offset + at, file.length - at);
-    if (file.mtimeMs !== null) futimesSync(fd, exactSeconds(file.atimeMs ?? file.mtimeMs), exactSeconds(file.mtimeMs));
-    if (file.uid !== null && file.gid !== null) fchownSync(fd, file.uid, file.gid);
+    fd = file.position === 0 ? openSync(file.path, CREATE, file.mode) : openSync(file.path, CONTINUE);
+    for (let at = 0; at < file.length; ) at += writeSync(fd, data, file.offset + at, file.length - at, file.position + at);
+    if (file.final && file.mtimeMs !== null) futimesSync(fd, exactSeconds(file.atimeMs ?? file.mtimeMs), exactSeconds(file.mtimeMs));
+    if (file.final && file.uid !== null && file.gid !== null) fchownSync(fd, file.uid, file.gid);
     closeSync(fd);
     fd = null;
     return null;

@@ -64,6 +64,49 @@ describe('FileWriters', () => {
     expect(fs.readFileSync(file, 'utf8')).toBe('second copy');
   });
 
+  it('streams a large file through in parts, between small ones, and sets its times and owner once whole', () => {
+    const w = start(2);
+    const dir = fs.mkdtempSync(path.join(base, 'large-'));
+    const large = Buffer.alloc(3_000_001);
+    for (let i = 0; i + 4 <= large.length; i += 4) large.writeUInt32LE(i, i);
+    hand(w, { path: path.join(dir, 'before') }, Buffer.from('small before'));
+    const handed = w.hand({ path: path.join(dir, 'large'), mode: 0o600, size: large.length, atimeMs: 1_600_000_000_000, mtimeMs: 1_600_000_000_456, uid: 1234, gid: 2345 });
+    // Pieces of every size, as node-tar gives a file's data, with more than the file holds at the end.
+    let at = 0;
+    for (const size of [1, 511, 65_536, 300_000, 1_048_576]) {
+      handed.write(large.subarray(at, at + size));
+      at += size;
+    }
+    handed.write(Buffer.concat([large.subarray(at), Buffer.from('beyond the end')]));
+    handed.end();
+    hand(w, { path: path.join(dir, 'after') }, Buffer.from('small after'));
+    w.barrier();
+    expect(fs.readFileSync(path.join(dir, 'large')).equals(large)).toBe(true);
+    const info = fs.statSync(path.join(dir, 'large'));
+    expect(info.mode & 0o777).toBe(0o600);
+    expect(info.mtimeMs).toBe(1_600_000_000_456);
+    if (process.getuid?.() === 0) expect([info.uid, info.gid]).toEqual([1234, 2345]);
+    expect(fs.readFileSync(path.join(dir, 'before'), 'utf8')).toBe('small before');
+    expect(fs.readFileSync(path.join(dir, 'after'), 'utf8')).toBe('small after');
+  });
+
+  it('keeps what arrived of a large file cut short, with its times', () => {
+    const w = start(1);
+    const dir = fs.mkdtempSync(path.join(base, 'cut-'));
+    for (const arrived of [0, 1000, 256 * 1024, 600_000]) {
+      const file = path.join(dir, `cut-${arrived}`);
+      const handed = w.hand({ path: file, mode: 0o644, size: 1_000_000, atimeMs: null, mtimeMs: 1_600_000_000_000, uid: null, gid: null });
+      if (arrived > 0) handed.write(Buffer.alloc(arrived, 'y'));
+      handed.end();
+    }
+    w.barrier();
+    for (const arrived of [0, 1000, 256 * 1024, 600_000]) {
+      const file = path.join(dir, `cut-${arrived}`);
+      expect(fs.readFileSync(file).equals(Buffer.alloc(arrived, 'y'))).toBe(true);
+      expect(fs.statSync(file).mtimeMs).toBe(1_600_000_000_000);
+    }
+  });
+
   it('reports a file it cannot write, naming it, and never writes through a symlink', () => {
     const w = start();
     const dir = fs.mkdtempSync(path.join(base, 'fail-'));
@@ -72,6 +115,19 @@ describe('FileWriters', () => {
     fs.symlinkSync(outside, path.join(dir, 'link'));
     hand(w, { path: path.join(dir, 'link') }, Buffer.from('through the link'));
     expect(() => w.barrier()).toThrow(`cannot write ${path.join(dir, 'link')}`);
+    expect(fs.readFileSync(outside, 'utf8')).toBe('untouched');
+  });
+
+  it('never writes a large file through a symlink, in any of its parts', () => {
+    const w = start();
+    const dir = fs.mkdtempSync(path.join(base, 'fail-large-'));
+    const outside = path.join(base, 'outside-large');
+    fs.writeFileSync(outside, 'untouched');
+    fs.symlinkSync(outside, path.join(dir, 'link'));
+    expect(() => {
+      hand(w, { path: path.join(dir, 'link') }, Buffer.alloc(1_000_000, 'z'));
+      w.barrier();
+    }).toThrow(`cannot write ${path.join(dir, 'link')}`);
     expect(fs.readFileSync(outside, 'utf8')).toBe('untouched');
   });
 

@@ -11,8 +11,11 @@ const BATCH_FILES = 64;
 const MAX_BATCHES_IN_FLIGHT = 4;
 /** Paths handed out since the last barrier, remembered to order a later entry at one of them: a barrier past this many. */
 const MAX_REMEMBERED_PATHS = 4096;
-/** Files larger than this are written by the restore's own thread as they stream in (never held whole). */
-export const LARGEST_HANDED_FILE = BATCH_BYTES;
+/**
+ * Files up to this size are handed whole, in one batch; larger ones stream through in parts of a batch each
+ * (never held whole), which the writer thread writes in order.
+ */
+const LARGEST_WHOLE_FILE = BATCH_BYTES;
 
 export interface FileToHand {
   path: string;
@@ -33,8 +36,8 @@ export interface HandedFile {
 /**
  * Writer threads that create a restore's regular files, so file creation (kernel work that dominates a restore
  * of many small files) runs beside the restore's own thread instead of inside it. The restore's thread stays
- * the one that decides: it checks each entry, makes the directories, and hands each small file, contents
- * copied, to the writers in batches.
+ * the one that decides: it checks each entry, makes the directories, and hands each regular file, contents
+ * copied, to the writers in batches (a large file in parts, a batch at a time).
  *
  * Everything stays synchronous, as node-tar's UnpackSync is: an entry that could depend on a file not yet
  * written (a link, a path given twice, an entry under a path handed out as a file) first waits, blocking, until
@@ -46,6 +49,8 @@ export class FileWriters {
   private readonly ports: MessagePort[] = [];
   private readonly state = new Int32Array(new SharedArrayBuffer(4));
   private next = 0;
+  /** While a large file is handed in parts: the writer all its batches go to, so its parts are written in order. */
+  private pinned: { writer: number; untilDispatched: boolean } | null = null;
   private batch: { files: FileToWrite[]; data: Buffer; used: number } | null = null;
   /** Paths handed out since the last barrier, and the directories above them. */
   private readonly handed = new Set<string>();
@@ -89,16 +94,16 @@ export class FileWriters {
     if (kind === 'other' || this.handed.size >= MAX_REMEMBERED_PATHS || this.handedDirs.has(entryPath) || this.touchesHanded(entryPath)) this.barrier();
   }
 
-  /** Hands a file (at most LARGEST_HANDED_FILE bytes) to the writers: its bytes follow through the returned handle. */
+  /** Hands a file to the writers: its bytes follow through the returned handle. */
   hand(file: FileToHand): HandedFile {
+    if (file.size > LARGEST_WHOLE_FILE) return this.handInParts(file);
     if (this.batch && (this.batch.used + file.size > this.batch.data.length || this.batch.files.length >= BATCH_FILES)) this.dispatch();
-    this.batch ??= { files: [], data: this.batchBuffer(file.size), used: 0 };
+    this.batch ??= { files: [], data: this.batchBuffer(), used: 0 };
     const batch = this.batch;
     const offset = batch.used;
     batch.used += file.size;
     let written = 0;
-    this.handed.add(file.path);
-    for (let dir = path.posix.dirname(file.path); dir.length > 1 && !this.handedDirs.has(dir); dir = path.posix.dirname(dir)) this.handedDirs.add(dir);
+    this.remember(file.path);
     return {
       write: (piece) => {
         // node-tar gives exactly `size` bytes; more would overrun the next file's place.
@@ -109,10 +114,62 @@ export class FileWriters {
       end: () => {
         const { path: filePath, mode, atimeMs, mtimeMs, uid, gid } = file;
         // A file cut short (a truncated archive) keeps what arrived, as node-tar would have written it.
-        batch.files.push({ path: filePath, mode, offset, length: written, atimeMs, mtimeMs, uid, gid });
+        batch.files.push({ path: filePath, mode, offset, length: written, position: 0, final: true, atimeMs, mtimeMs, uid, gid });
         if (batch.used >= BATCH_BYTES || batch.files.length >= BATCH_FILES) this.dispatch();
       },
     };
+  }
+
+  /**
+   * A large file, streamed: its bytes fill batches as they come, one part of the file per batch. Nothing else
+   * is handed meanwhile (node-tar gives one entry at a time); its batches all go to one writer, which writes
+   * them in order.
+   */
+  private handInParts(file: FileToHand): HandedFile {
+    this.remember(file.path);
+    this.pinned = { writer: this.next++ % this.ports.length, untilDispatched: false };
+    let position = 0;
+    let part: FileToWrite | null = null;
+    const { path: filePath, mode, atimeMs, mtimeMs, uid, gid } = file;
+    const newPart = (): FileToWrite => {
+      if (this.batch && (this.batch.used >= this.batch.data.length || this.batch.files.length >= BATCH_FILES)) this.dispatch();
+      this.batch ??= { files: [], data: this.batchBuffer(), used: 0 };
+      const made: FileToWrite = { path: filePath, mode, offset: this.batch.used, length: 0, position, final: false, atimeMs, mtimeMs, uid, gid };
+      this.batch.files.push(made);
+      return made;
+    };
+    return {
+      write: (piece) => {
+        // node-tar gives exactly `size` bytes; more are dropped, as hand() does.
+        let rest = piece.subarray(0, Math.max(0, file.size - position));
+        while (rest.length > 0) {
+          part ??= newPart();
+          const batch = this.batch!;
+          const n = Math.min(rest.length, batch.data.length - batch.used);
+          batch.data.set(rest.subarray(0, n), batch.used);
+          batch.used += n;
+          part.length += n;
+          position += n;
+          rest = rest.subarray(n);
+          if (batch.used >= batch.data.length) {
+            this.dispatch();
+            part = null;
+          }
+        }
+      },
+      end: () => {
+        // A file cut short (a truncated archive) keeps what arrived; an empty last part still sets times and owner.
+        (part ?? newPart()).final = true;
+        this.pinned!.untilDispatched = true;
+        if (this.batch && (this.batch.used >= BATCH_BYTES || this.batch.files.length >= BATCH_FILES)) this.dispatch();
+      },
+    };
+  }
+
+  /** A path handed out, and the directories above it: a later entry at one of them waits for the writers. */
+  private remember(filePath: string): void {
+    this.handed.add(filePath);
+    for (let dir = path.posix.dirname(filePath); dir.length > 1 && !this.handedDirs.has(dir); dir = path.posix.dirname(dir)) this.handedDirs.add(dir);
   }
 
   /** Waits until every handed file is written; throws the first failure. */
@@ -145,12 +202,13 @@ export class FileWriters {
     this.check();
     const task: WriteFilesTask = { files: batch.files, data: new Uint8Array(batch.data.buffer, 0, batch.used) };
     Atomics.add(this.state, 0, 1);
-    this.ports[this.next++ % this.ports.length]!.postMessage(task, [batch.data.buffer as ArrayBuffer]);
+    const writer = this.pinned ? this.pinned.writer : this.next++ % this.ports.length;
+    if (this.pinned?.untilDispatched) this.pinned = null;
+    this.ports[writer]!.postMessage(task, [batch.data.buffer as ArrayBuffer]);
   }
 
-  private batchBuffer(atLeast: number): Buffer {
+  private batchBuffer(): Buffer {
     this.collect();
-    if (atLeast > BATCH_BYTES) return Buffer.allocUnsafeSlow(atLeast);
     const spare = this.spare.pop();
     return spare ? Buffer.from(spare) : Buffer.allocUnsafeSlow(BATCH_BYTES);
   }
