@@ -316,8 +316,7 @@ class SmallEntryGroup {
 
   /** Adds an entry; true when the group should end after it. */
   add(entry: PlannedEntry): boolean {
-    const size = entry.kind === 'file' ? entry.info.size : 0;
-    const entryBytes = entry.header.length + size + ((BLOCK - (size % BLOCK)) % BLOCK);
+    const entryBytes = plannedBytes(entry);
     this.entries.push(entry);
     this.bytes += entryBytes;
     if (this.bytes >= FILE_SEGMENT.groupMax) return true;
@@ -327,6 +326,7 @@ class SmallEntryGroup {
 
   async *flush(a: Archiver): AsyncGenerator<StreamPiece> {
     const entries = this.entries;
+    const bytes = this.bytes;
     if (entries.length === 0) return;
     this.entries = [];
     this.bytes = 0;
@@ -340,7 +340,7 @@ class SmallEntryGroup {
     const lines: ManifestLine[] = [];
     const archived = new SegmentKey();
     let cacheable = true;
-    const out = new SegmentBuffer(entries.reduce((n, e) => n + plannedBytes(e), 0));
+    const out = new SegmentBuffer(bytes);
     for (const e of entries) {
       if (a.signal.aborted) throw abortReason(a.signal);
       out.planned -= plannedBytes(e);
@@ -377,7 +377,12 @@ function plannedBytes(e: PlannedEntry): number {
 }
 
 function padded(size: number): number {
-  return size + ((BLOCK - (size % BLOCK)) % BLOCK);
+  return size + paddingOf(size);
+}
+
+/** The zeros that fill a file's content up to a whole tar block. */
+function paddingOf(size: number): number {
+  return (BLOCK - (size % BLOCK)) % BLOCK;
 }
 
 /**
@@ -496,10 +501,11 @@ function readSmallFile(e: PlannedEntry, a: Archiver, out: SegmentBuffer): ReadFi
     const asPlanned = size === e.info.size && info.mtimeMs === e.info.mtimeMs && info.mode === e.info.mode && info.uid === e.info.uid && info.gid === e.info.gid;
     const header = asPlanned ? e.header : encodeHeader({ name: entryName(e.path), type: 'File', info, size }, a);
     if (!header) return null;
-    const at = out.reserve(header.length + padded(size));
+    const contentBytes = padded(size);
+    const at = out.reserve(header.length + contentBytes);
     const target = out.target;
     header.copy(target, at);
-    const content = target.subarray(at + header.length, at + header.length + padded(size));
+    const content = target.subarray(at + header.length, at + header.length + contentBytes);
     let done = 0;
     let complete = size === info.size;
     while (done < size) {
@@ -597,7 +603,7 @@ async function* fileContent(handle: FileHandle | null, size: number, p: string, 
     hash.update(zeros);
     yield zeros;
   }
-  const padding = (BLOCK - (size % BLOCK)) % BLOCK;
+  const padding = paddingOf(size);
   if (padding > 0) yield Buffer.alloc(padding);
   return done === size;
 }
@@ -814,7 +820,7 @@ class ManifestSpool {
     } finally {
       await reader.close();
     }
-    const padding = (BLOCK - (size % BLOCK)) % BLOCK;
+    const padding = paddingOf(size);
     if (padding > 0) yield Buffer.alloc(padding);
   }
 

@@ -33,6 +33,13 @@ export interface HandedFile {
   end(): void;
 }
 
+/** Files being gathered for one writer task: their places in `data`, of which `used` bytes are filled. */
+interface Batch {
+  files: FileToWrite[];
+  data: Buffer;
+  used: number;
+}
+
 /**
  * Writer threads that create a restore's regular files, so file creation (kernel work that dominates a restore
  * of many small files) runs beside the restore's own thread instead of inside it. The restore's thread stays
@@ -51,7 +58,7 @@ export class FileWriters {
   private next = 0;
   /** While a large file is handed in parts: the writer all its batches go to, so its parts are written in order. */
   private pinned: { writer: number; untilDispatched: boolean } | null = null;
-  private batch: { files: FileToWrite[]; data: Buffer; used: number } | null = null;
+  private batch: Batch | null = null;
   /** Paths handed out since the last barrier, and the directories above them. */
   private readonly handed = new Set<string>();
   private readonly handedDirs = new Set<string>();
@@ -97,9 +104,7 @@ export class FileWriters {
   /** Hands a file to the writers: its bytes follow through the returned handle. */
   hand(file: FileToHand): HandedFile {
     if (file.size > LARGEST_WHOLE_FILE) return this.handInParts(file);
-    if (this.batch && (this.batch.used + file.size > this.batch.data.length || this.batch.files.length >= BATCH_FILES)) this.dispatch();
-    this.batch ??= { files: [], data: this.batchBuffer(), used: 0 };
-    const batch = this.batch;
+    const batch = this.batchWithRoom(file.size);
     const offset = batch.used;
     batch.used += file.size;
     let written = 0;
@@ -115,7 +120,7 @@ export class FileWriters {
         const { path: filePath, mode, atimeMs, mtimeMs, uid, gid } = file;
         // A file cut short (a truncated archive) keeps what arrived, as node-tar would have written it.
         batch.files.push({ path: filePath, mode, offset, length: written, position: 0, final: true, atimeMs, mtimeMs, uid, gid });
-        if (batch.used >= BATCH_BYTES || batch.files.length >= BATCH_FILES) this.dispatch();
+        this.dispatchIfFull();
       },
     };
   }
@@ -132,10 +137,9 @@ export class FileWriters {
     let part: FileToWrite | null = null;
     const { path: filePath, mode, atimeMs, mtimeMs, uid, gid } = file;
     const newPart = (): FileToWrite => {
-      if (this.batch && (this.batch.used >= this.batch.data.length || this.batch.files.length >= BATCH_FILES)) this.dispatch();
-      this.batch ??= { files: [], data: this.batchBuffer(), used: 0 };
-      const made: FileToWrite = { path: filePath, mode, offset: this.batch.used, length: 0, position, final: false, atimeMs, mtimeMs, uid, gid };
-      this.batch.files.push(made);
+      const batch = this.batchWithRoom(1);
+      const made: FileToWrite = { path: filePath, mode, offset: batch.used, length: 0, position, final: false, atimeMs, mtimeMs, uid, gid };
+      batch.files.push(made);
       return made;
     };
     return {
@@ -161,9 +165,21 @@ export class FileWriters {
         // A file cut short (a truncated archive) keeps what arrived; an empty last part still sets times and owner.
         (part ?? newPart()).final = true;
         this.pinned!.untilDispatched = true;
-        if (this.batch && (this.batch.used >= BATCH_BYTES || this.batch.files.length >= BATCH_FILES)) this.dispatch();
+        this.dispatchIfFull();
       },
     };
+  }
+
+  /** The batch being filled, dispatched first and started anew when it lacks `bytes` of room or a place for a file. */
+  private batchWithRoom(bytes: number): Batch {
+    if (this.batch && (this.batch.used + bytes > this.batch.data.length || this.batch.files.length >= BATCH_FILES)) this.dispatch();
+    this.batch ??= { files: [], data: this.batchBuffer(), used: 0 };
+    return this.batch;
+  }
+
+  /** Sends the batch being filled once it holds a batch's worth of bytes or files. */
+  private dispatchIfFull(): void {
+    if (this.batch && (this.batch.used >= BATCH_BYTES || this.batch.files.length >= BATCH_FILES)) this.dispatch();
   }
 
   /** A path handed out, and the directories above it: a later entry at one of them waits for the writers. */

@@ -488,7 +488,7 @@ export class Catalog {
    * the chunk index keeps each page one ordered scan.
    */
   referencedChunksPage(options: { planId?: string; afterId: string; limit: number }): { id: string; size: number }[] {
-    const query = this.db
+    return this.db
       .select({ id: artifactChunks.chunkId, size: sql<number>`max(${artifactChunks.size})` })
       .from(artifactChunks)
       .innerJoin(artifacts, eq(artifacts.id, artifactChunks.artifactId))
@@ -496,8 +496,8 @@ export class Catalog {
       .where(and(gt(artifactChunks.chunkId, options.afterId), options.planId === undefined ? undefined : eq(snapshots.planId, options.planId)))
       .groupBy(artifactChunks.chunkId)
       .orderBy(asc(artifactChunks.chunkId))
-      .limit(options.limit);
-    return query.all();
+      .limit(options.limit)
+      .all();
   }
 
   /** Snapshot ids whose artifacts reference any of these chunks. */
