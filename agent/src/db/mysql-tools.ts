@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createConnection, type Connection, type RowDataPacket } from 'mysql2/promise';
+import type { Connection, RowDataPacket } from 'mysql2/promise';
 import { LifeboatError, redact, type ErrorCode } from '@lifeboat/shared';
 import { isCode } from '../fs-errors.js';
 import { executable } from '../tools.js';
@@ -189,6 +189,8 @@ const CONNECT_TIMEOUT_MS = 15_000;
  */
 export async function connectMysql(server: MysqlServer & { database?: string }, code: ErrorCode): Promise<Connection> {
   try {
+    // Loaded on first use, as pg is (db/postgres-tools.ts loadPg): files-only jobs never need it.
+    const { createConnection } = await import('mysql2/promise');
     return await createConnection({
       ...(server.host.startsWith('/') ? { socketPath: server.host } : { host: server.host, port: server.port }),
       user: server.user,

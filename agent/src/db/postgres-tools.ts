@@ -1,7 +1,7 @@
 import { mkdtemp, readdir, readFile, realpath, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import pg from 'pg';
+import type pg from 'pg';
 import { LifeboatError, redact, type ErrorCode, type TableRecord } from '@lifeboat/shared';
 import { childEnv, runChild } from '../child.js';
 import { abortReason } from '../fs-errors.js';
@@ -274,12 +274,20 @@ export function pgReason(err: unknown): string {
 }
 
 /**
+ * `pg`, loaded on first use: a backup of files or a restore never needs it, and its modules would stay in the
+ * agent's heap (about 1.8 MB), which every full collection of a long job marks again.
+ */
+export async function loadPg(): Promise<typeof pg> {
+  return (await import('pg')).default;
+}
+
+/**
  * Opens a `pg` connection. The password is handed over in memory (never PGPASSWORD from the agent's
  * environment: the tools never see that either). A failure is a LifeboatError with `code` that names the
  * server, the database and the user. Errors of an idle connection (the server going away) are kept, not thrown.
  */
 export async function connectPostgres(endpoint: PgEndpoint, password: string | undefined, code: ErrorCode): Promise<pg.Client> {
-  const client = new pg.Client({
+  const client = new (await loadPg()).Client({
     host: endpoint.host,
     port: endpoint.port,
     user: endpoint.user,

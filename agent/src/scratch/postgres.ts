@@ -2,10 +2,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { chown, mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import pg from 'pg';
 import { LifeboatError, redact, type Logger } from '@lifeboat/shared';
 import { childEnv, TailBuffer } from '../child.js';
-import { PG_INSTALL_ROOT } from '../db/postgres-tools.js';
+import { loadPg, PG_INSTALL_ROOT } from '../db/postgres-tools.js';
 import { freePort, makeScratchDir, readMarker, systemUser, writeMarker } from './common.js';
 
 /**
@@ -271,6 +270,7 @@ type Started = { ok: true; version: string } | { ok: false; message: string; por
 /** Until the server accepts a connection on its socket, it exits, or START_TIMEOUT_MS passes. */
 async function waitForServer(child: ChildProcess, socketDir: string, port: number, logFile: string): Promise<Started> {
   const deadline = Date.now() + START_TIMEOUT_MS;
+  const pg = await loadPg();
   while (Date.now() < deadline) {
     if (child.exitCode !== null || child.signalCode !== null) {
       const tail = await logTail(logFile);
