@@ -111,13 +111,14 @@ class ExtractionGuard {
     private readonly ctx: JobContext,
   ) {}
 
-  accept(entry: ReadEntry): boolean {
+  /** The entry's path under the target, normalized ("" for the target itself), when it may be extracted; null when not. */
+  admit(entry: ReadEntry): string | null {
     this.seen.add(entry);
-    if (this.failed) return false;
+    if (this.failed) return null;
     const overLimit = this.countAgainstLimits(entry);
     if (overLimit) return this.fail(overLimit);
     // The backup's manifest, not part of the tree: left out without a word (ManifestCopy keeps it when asked).
-    if (entry.path === MANIFEST_ENTRY_NAME) return false;
+    if (entry.path === MANIFEST_ENTRY_NAME) return null;
     const checked = splitEntryPath(entry.path);
     if (!checked.ok) return this.skip(entry.path, checked.reason);
     if (checked.parts.length > this.limits.maxDepth) {
@@ -125,8 +126,7 @@ class ExtractionGuard {
     }
     const refusal = this.refusal(entry, checked.parts);
     if (refusal) return this.skip(entry.path, refusal);
-    this.record(entry, checked.parts);
-    return true;
+    return this.record(entry, checked.parts);
   }
 
   /** node-tar drops entries of types it does not know before the filter sees them: list those too. */
@@ -189,7 +189,7 @@ class ExtractionGuard {
     return null;
   }
 
-  private record(entry: ReadEntry, parts: string[]): void {
+  private record(entry: ReadEntry, parts: string[]): string {
     const key = parts.join('/');
     this.forgetReplacedSymlinks(parts);
     this.restored++;
@@ -212,6 +212,7 @@ class ExtractionGuard {
         if (this.fileNeedsFixup(fixup.mode)) this.fixups.set(key, { kind: 'file', ...fixup });
         else this.fixups.delete(key);
     }
+    return key;
   }
 
   /** An entry replaces whatever was at its path, and (node-tar's unlink mode) any symlink among its parents. */
@@ -220,7 +221,7 @@ class ExtractionGuard {
     for (let i = 1; i <= parts.length; i++) this.symlinks.delete(parts.slice(0, i).join('/'));
   }
 
-  private skip(entryPath: string, reason: string): false {
+  private skip(entryPath: string, reason: string): null {
     if (this.skipped.length < MAX_LISTED_SKIPS) {
       const line = `${shown(entryPath)}: ${reason}`;
       this.skipped.push(line);
@@ -228,13 +229,13 @@ class ExtractionGuard {
     } else {
       this.unlistedSkips++;
     }
-    return false;
+    return null;
   }
 
-  private fail(message: string): false {
+  private fail(message: string): null {
     this.failed = true;
     this.onFatal(new LifeboatError('restore_failed', message));
-    return false;
+    return null;
   }
 }
 
@@ -251,7 +252,9 @@ function splitEntryPath(entryPath: string): CheckedPath {
 
 /** node-tar strips Windows roots ("c:", "\\") from paths even on Linux, and in strict mode fails on it. */
 function hasForeignRoot(p: string): boolean {
-  return !p.startsWith('/') && path.win32.parse(p).root !== '';
+  // A win32 root starts with a separator or is a drive ("c:"): only those few paths need the (costly) parse.
+  const mayHaveRoot = p.startsWith('\\') || p[1] === ':';
+  return mayHaveRoot && path.win32.parse(p).root !== '';
 }
 
 function hardlinkRefusal(linkpath: string | undefined): string | null {
@@ -337,9 +340,12 @@ async function extract(input: Readable, root: string, guard: ExtractionGuard, op
     brotli: false,
     zstd: false,
     filter: (_path, entry) => {
-      if (!(entry instanceof ReadEntry) || !guard.accept(entry)) return false;
+      if (!(entry instanceof ReadEntry)) return false;
+      const key = guard.admit(entry);
+      if (key === null) return false;
       // Something other than a directory replacing one made earlier (a symlink, say): check every parent again.
-      if (entry.type !== 'Directory' && directories.has(path.posix.resolve(root, entry.path))) directories.clear();
+      // (The key is normalized, so joining it to the root is what path.resolve would give, without its garbage.)
+      if (entry.type !== 'Directory' && directories.has(key === '' ? root : root.endsWith('/') ? root + key : `${root}/${key}`)) directories.clear();
       return unfinished.track(entry);
     },
   });

@@ -661,6 +661,13 @@ describe('files source: hostile archives', () => {
       tarEntry({ path: 'inner/x', type: 'File' }, Buffer.from('not through inner')),
       tarEntry({ path: 'abs-inside', type: 'SymbolicLink', linkpath: `${target}/sub`, size: 0 }),
       tarEntry({ path: './', type: 'SymbolicLink', linkpath: 'sub', size: 0 }),
+      // Windows roots, which node-tar would strip (a drive, a share) rather than keep as names.
+      tarEntry({ path: 'c:drive', type: 'File' }, Buffer.from('drive')),
+      tarEntry({ path: '\\\\server\\share\\x', type: 'File' }, Buffer.from('share')),
+      tarEntry({ path: 'winlink', type: 'SymbolicLink', linkpath: 'd:/x', size: 0 }),
+      // Look-alikes that are plain names on Linux.
+      tarEntry({ path: 'ab:c', type: 'File' }, Buffer.from('not a drive')),
+      tarEntry({ path: 'x\\y', type: 'File' }, Buffer.from('a backslash')),
       tarEntry({ path: 'ok', type: 'File' }, Buffer.from('fine')),
     );
     const result = await restore(archive, target, { preserveOwner: true });
@@ -676,13 +683,16 @@ describe('files source: hostile archives', () => {
       'fifo: FIFOs are not restored',
       'sub/chain: symbolic link to ../dot/.. points outside the restore target',
       './: an entry that would replace the restore target itself',
+      'c:drive: a path that looks like a Windows drive or share',
+      '\\\\server\\share\\x: a path that looks like a Windows drive or share',
+      'winlink: symbolic link to d:/x looks like a Windows path',
     ]);
     expect(result.warnings).toEqual(result.skipped.map((line) => `not restored: ${line}`));
     expect(fs.existsSync(path.join(root, 'escape'))).toBe(false);
     expect(fs.existsSync(path.join(root, 'absolute'))).toBe(false);
     expect(fs.readdirSync(outside)).toEqual([]);
     expect(fs.statSync('/etc/passwd')).toMatchObject({ nlink: passwd.nlink, size: passwd.size, mtimeMs: passwd.mtimeMs });
-    expect(fs.readdirSync(target).sort()).toEqual(['abs-inside', 'dot', 'inner', 'link', 'ok', 'sub']);
+    expect(fs.readdirSync(target).sort()).toEqual(['ab:c', 'abs-inside', 'dot', 'inner', 'link', 'ok', 'sub', 'x\\y']);
     // "link" and "inner" were replaced by real directories: nothing is written through a symlink.
     expect(fs.lstatSync(path.join(target, 'link')).isDirectory()).toBe(true);
     expect(fs.readFileSync(path.join(target, 'link', 'pwned'), 'utf8')).toBe('through the link');
