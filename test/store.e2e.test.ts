@@ -54,6 +54,9 @@ describe('the store: deduplication, encryption, resumable uploads', () => {
   let stranger: TestAgent;
   let data: string;
   const marker = 'PLAINTEXT-MARKER-THAT-MUST-NOT-REACH-THE-STORE';
+  /** Text that zstd shrinks about tenfold, different per plan so that nothing deduplicates between them. */
+  const compressible = (tag: string) => Array.from({ length: 80_000 }, (_, i) => `${tag}: line ${i} of a log that compresses well\n`).join('');
+  const levelDirs = { off: '', default: '' };
 
   beforeAll(async () => {
     dir = await tempDir('store');
@@ -74,9 +77,16 @@ describe('the store: deduplication, encryption, resumable uploads', () => {
     await mkdir(data);
     await writeFile(join(data, 'notes.txt'), `${marker}\n`.repeat(50_000));
     await writeBigFile(join(data, 'blob.bin'), 60 * 1024 * 1024);
+    for (const level of ['off', 'default'] as const) {
+      levelDirs[level] = join(dir.path, `level-${level}`);
+      await mkdir(levelDirs[level]);
+      await writeFile(join(levelDirs[level], 'app.log'), compressible(level));
+    }
     const plans = { plans: [
       { id: 'enc', agent: 'enc-1', steps: [{ files: { paths: [data] } }] },
       { id: 'enc-wrong', agent: 'enc-2', steps: [{ files: { paths: [data] } }] },
+      { id: 'level-off', agent: 'enc-1', compression: 'off', steps: [{ files: { paths: [levelDirs.off] } }] },
+      { id: 'level-default', agent: 'enc-1', steps: [{ files: { paths: [levelDirs.default] } }] },
     ] };
     expect((await server.api('POST', '/v1/plans', plans)).status).toBe(200);
   });
@@ -137,6 +147,19 @@ describe('the store: deduplication, encryption, resumable uploads', () => {
     expect(uncached.summary).toContain('2 file(s) read, 0 unchanged');
     // Read again, but the store had every chunk: nearly nothing travelled.
     expect(sentBytes(uncached)).toBeLessThan(1024 * 1024);
+  });
+
+  it('compresses at the plan\'s level (3 unless it says), and not at all when it says "off"', async () => {
+    const store = join(server.dataDir, 'store');
+    const plain = compressible('off').length;
+    const added = async (planId: string) => {
+      const before = await storeBytes(store);
+      const job = await backupNow(server, planId);
+      expect(job.status, JSON.stringify(job.error)).toBe('succeeded');
+      return (await storeBytes(store)) - before;
+    };
+    expect(await added('level-off')).toBeGreaterThan(plain);
+    expect(await added('level-default')).toBeLessThan(plain / 5);
   });
 });
 

@@ -1,4 +1,4 @@
-import { describeError, formatBytes, LifeboatError, type AgentMessages, type FilesStepOptions, type Logger, type PayloadOf, type ServerMessage } from '@lifeboat/shared';
+import { describeError, formatBytes, LifeboatError, zstdLevel, type AgentMessages, type FilesStepOptions, type Logger, type PayloadOf, type ServerMessage } from '@lifeboat/shared';
 import { downloadArtifact } from './download.js';
 import { runDrill, type DrillJob, type DrillSettings } from './drill/run-drill.js';
 import type { Keyring } from './keyring.js';
@@ -109,7 +109,7 @@ export class JobRunner {
     for (const [index, task] of tasks.entries()) {
       const artifact = await (await sourceFor(task.kind)).backup(task.options as never, this.withFilesCache(ctx, plan.id, index, task, keys?.keyCheck ?? null));
       ctx.log.info(`artifact ${index + 1}/${tasks.length}: ${task.kind} ${artifact.name}`);
-      const result = await uploadArtifact(this.link, index, artifact, ctx, { compressionLevel: 3, keys });
+      const result = await uploadArtifact(this.link, index, artifact, ctx, { compressionLevel: zstdLevel(plan.compression), keys });
       total += result.size;
       sent += result.sentBytes;
       sentChunks += result.sentChunks;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parsePlanFile } from './plan.js';
+import { parsePlanFile, zstdLevel } from './plan.js';
 
 const good = {
   plans: [
@@ -20,7 +20,22 @@ describe('plan schema', () => {
     expect(result.ok).toBe(true);
     if (result.ok) {
       expect(result.value.plans[0]!.timeout).toBe('12h');
+      expect(result.value.plans[0]!.compression).toBe(3);
       expect(result.value.plans[0]!.steps[0]!.files!.exclude).toEqual(['**/*.tmp']);
+    }
+  });
+
+  it('takes a zstd level from 1 to 9, or "off", and refuses the rest with what is allowed', () => {
+    const withCompression = (compression: unknown) => parsePlanFile({ plans: [{ ...good.plans[0], compression }] });
+    for (const [given, level] of [['off', 0], [1, 1], [9, 9]] as const) {
+      const result = withCompression(given);
+      expect(result.ok).toBe(true);
+      if (result.ok) expect(zstdLevel(result.value.plans[0]!.compression)).toBe(level);
+    }
+    for (const bad of [0, 10, 19, 2.5, 'fast', '3', null]) {
+      const result = withCompression(bad);
+      expect(result.ok, String(bad)).toBe(false);
+      if (!result.ok) expect(result.problems.join('\n')).toMatch(/^plans\[0\]\.compression: a zstd level from 1 to 9, or "off"/);
     }
   });
 

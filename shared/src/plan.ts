@@ -184,6 +184,21 @@ export const DrillPolicy = z
   })
   .strict();
 
+/**
+ * zstd level for a plan's chunks, or "off". Capped at 9: compressing an 8 MiB chunk takes zstd 11 MiB of tables at
+ * 9 but 40-80 MiB at 12-19, per thread, past the agent's memory budget; and on the benchmark's data 6 and 9 store 1.2% and
+ * 1.8% less than 3 for 2.6 and 4 times its CPU, 1 stores 1.9% more for 0.75 of it (bench/RESULTS.md).
+ */
+export const CompressionLevel = z.union([z.literal('off'), z.number().int().min(1, 'a zstd level from 1 to 9, or "off"').max(9, 'a zstd level from 1 to 9, or "off" (higher levels need too much memory)')], {
+  error: 'a zstd level from 1 to 9, or "off"',
+});
+export const DEFAULT_COMPRESSION_LEVEL = 3;
+
+/** The level uploads use: 0 for "off" (chunks stored as they are). */
+export function zstdLevel(compression: z.infer<typeof CompressionLevel>): number {
+  return compression === 'off' ? 0 : compression;
+}
+
 export const Plan = z
   .object({
     id: SafeName,
@@ -203,6 +218,8 @@ export const Plan = z
     recipe: Recipe.optional(),
     retention: RetentionPolicy.optional(),
     drill: DrillPolicy.optional(),
+    /** zstd level of the plan's chunks (chunks that do not shrink are stored as they are, whatever the level). */
+    compression: CompressionLevel.default(DEFAULT_COMPRESSION_LEVEL),
   })
   .strict()
   .superRefine((plan, ctx) => {

@@ -12,8 +12,9 @@ import { EncryptionSettings } from './keys.js';
 /**
  * 2: chunks.reused, and chunk ids from the content-only chunker (the store holds packs).
  * 3: offers, answers and acknowledgements in batches (chunks.offer, chunks.answer, chunks.ack).
+ * 4: plans carry `compression` (an agent of 3 would refuse every plan it is sent, strict as plans are).
  */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 /** Chunk ids per chunks.query. */
 export const MAX_CHUNK_QUERY = 4096;
 

@@ -288,7 +288,7 @@ describe('lifeboat (admin CLI)', () => {
 
   describe('plan list, show, delete', () => {
     const view = {
-      plan: { id: 'web', agent: 'web-1', schedule: '0 3 * * *', rpo: '26h', timeout: '12h', window: '24h', steps: [{ files: { paths: ['/srv/www'], exclude: [] } }] },
+      plan: { id: 'web', agent: 'web-1', schedule: '0 3 * * *', rpo: '26h', timeout: '12h', window: '24h', steps: [{ files: { paths: ['/srv/www'], exclude: [] } }], compression: 3 },
       createdAt: '2025-01-01T00:00:00.000Z',
       updatedAt: '2025-01-01T00:00:00.000Z',
     };
