@@ -13,19 +13,22 @@ import { output, processCpu, processPeakRss, resetPeakRss, startTimed, threadCpu
 
 const ROOT = resolve(new URL('..', import.meta.url).pathname);
 const bins = (root) => ({
-  // The entry points themselves (node runs them, so --cpu-prof can be added); ALLOCATOR_ENV stands in for the
-  // launchers in server/bin and agent/bin.
+  // The entry points themselves (node runs them, so --cpu-prof can be added), with the node flags and the
+  // environment defaults of the launchers in server/bin and agent/bin (launcherSettings).
   server: join(root, 'server/dist/cli/server-main.js'),
   admin: join(root, 'server/bin/lifeboat.js'),
   agent: join(root, 'agent/dist/cli/main.js'),
 });
-const ALLOCATOR_ENV = { MALLOC_MMAP_THRESHOLD_: '262144', MALLOC_ARENA_MAX: '2' };
-/** The V8 flags a launcher (server/bin/lifeboat-server, agent/bin/lifeboat-agent) gives node: its `exec node` line's. */
-function launcherFlags(root, launcher) {
+/**
+ * What a launcher (server/bin/lifeboat-server, agent/bin/lifeboat-agent) gives node: the flags of its `exec node`
+ * line, and the environment defaults it sets with `: "${NAME:=value}"` (malloc settings, the server's thread pool).
+ */
+function launcherSettings(root, launcher) {
   const script = readFileSync(join(root, launcher), 'utf8');
   const exec = /^exec node (.*)$/m.exec(script);
   if (!exec) throw new Error(`${launcher}: no "exec node" line to take node's flags from`);
-  return exec[1].split(/\s+/).filter((word) => word.startsWith('--'));
+  const env = Object.fromEntries([...script.matchAll(/\$\{(\w+):=([^}]*)\}/g)].map((m) => [m[1], m[2]]));
+  return { flags: exec[1].split(/\s+/).filter((word) => word.startsWith('--')), env };
 }
 /** Extra node flags for the agent and the server, for experiments (BENCH_AGENT_FLAGS="--trace-gc", BENCH_SERVER_FLAGS="--cpu-prof"); none in a recorded run. */
 const EXTRA_AGENT_FLAGS = (process.env.BENCH_AGENT_FLAGS ?? '').split(' ').filter(Boolean);
@@ -175,7 +178,7 @@ export class Lifeboat {
   constructor(out, { encryption = true, cpuProf = false, build = ROOT } = {}) {
     this.dir = join(out, 'lifeboat');
     this.bin = bins(build);
-    this.nodeFlags = { server: launcherFlags(build, 'server/bin/lifeboat-server'), agent: launcherFlags(build, 'agent/bin/lifeboat-agent') };
+    this.launchers = { server: launcherSettings(build, 'server/bin/lifeboat-server'), agent: launcherSettings(build, 'agent/bin/lifeboat-agent') };
     this.dataDir = join(this.dir, 'server');
     this.encryption = encryption;
     this.cpuProf = cpuProf;
@@ -189,7 +192,7 @@ export class Lifeboat {
     rmSync(this.dir, { recursive: true, force: true });
     mkdirSync(this.dir, { recursive: true });
     const serverLog = createWriteStream(join(this.dir, 'server.log'));
-    this.server = spawn(process.execPath, [...this.nodeFlags.server, ...EXTRA_SERVER_FLAGS, this.bin.server, 'start', '--data', this.dataDir, '--port', '0', '--host', '127.0.0.1'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...ALLOCATOR_ENV, ...process.env, UV_THREADPOOL_SIZE: '16', LIFEBOAT_LOG_LEVEL: 'info' } });
+    this.server = spawn(process.execPath, [...this.launchers.server.flags, ...EXTRA_SERVER_FLAGS, this.bin.server, 'start', '--data', this.dataDir, '--port', '0', '--host', '127.0.0.1'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...this.launchers.server.env, ...process.env, LIFEBOAT_LOG_LEVEL: 'info' } });
     this.url = await new Promise((resolvePromise, reject) => {
       let seen = '';
       const onData = (d) => {
@@ -221,7 +224,7 @@ export class Lifeboat {
     }
     const agentLog = createWriteStream(join(this.dir, 'agent.log'));
     const profile = this.cpuProf ? ['--cpu-prof', '--cpu-prof-dir', join(this.dir, 'profile')] : [];
-    this.agent = spawn(process.execPath, [...profile, ...this.nodeFlags.agent, ...EXTRA_AGENT_FLAGS, this.bin.agent, 'run', '--config', this.configPath], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...ALLOCATOR_ENV, ...process.env, LIFEBOAT_LOG_LEVEL: 'info' } });
+    this.agent = spawn(process.execPath, [...profile, ...this.launchers.agent.flags, ...EXTRA_AGENT_FLAGS, this.bin.agent, 'run', '--config', this.configPath], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...this.launchers.agent.env, ...process.env, LIFEBOAT_LOG_LEVEL: 'info' } });
     this.agent.stdout.pipe(agentLog);
     this.agent.stderr.pipe(agentLog);
     for (let i = 0; ; i++) {

@@ -9,6 +9,8 @@ export const UNIT_NAME = 'lifeboat-agent.service';
  * launcher says why these).
  */
 export const AGENT_NODE_FLAGS = ['--max-semi-space-size=2', '--heap-growing-percent=50'] as const;
+/** glibc's malloc settings for the agent, as bin/lifeboat-agent sets them (held equal the same way). */
+export const AGENT_MALLOC_ENV = { MALLOC_MMAP_THRESHOLD_: '262144', MALLOC_ARENA_MAX: '2' } as const;
 
 /** The systemd unit: restart on failure, but not when the server refused the agent (exit 78, EX_CONFIG). */
 export function systemdUnit(opts: { nodePath: string; agentScript: string; configPath: string }): string {
@@ -21,7 +23,7 @@ Wants=network-online.target
 [Service]
 Type=simple
 # Flat memory on long backups: freed chunk buffers go back to the system, the heap grows little (see bin/lifeboat-agent).
-Environment=MALLOC_MMAP_THRESHOLD_=262144 MALLOC_ARENA_MAX=2
+Environment=${Object.entries(AGENT_MALLOC_ENV).map(([name, value]) => `${name}=${value}`).join(' ')}
 ExecStart=${opts.nodePath} ${AGENT_NODE_FLAGS.join(' ')} ${opts.agentScript} run --config ${opts.configPath}
 Restart=on-failure
 RestartSec=5
