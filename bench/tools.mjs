@@ -213,6 +213,9 @@ export class Lifeboat {
     if (this.encryption) {
       writeFileSync(passphraseFile, `${PASSWORD}\n`, { mode: 0o600 });
       await timed(process.execPath, [this.bin.admin, 'encryption', 'init', '--passphrase-file', passphraseFile], { env: this.cliEnv });
+    } else {
+      // A repository takes no backup until its encryption is chosen (builds before that rule have no such route).
+      await this.api('POST', '/v1/encryption/off').catch(() => undefined);
     }
     const { token } = await this.api('POST', '/v1/tokens', { expires: '1h' });
     this.configPath = join(this.dir, 'agent.json');

@@ -58,6 +58,11 @@ const admin = (...args) => {
 say(`starting the server on ${url} (data in .lifeboat-demo/server)`);
 start(bin.server, ['start', '--data', join(home, 'server'), '--port', String(port)], 'server');
 await waitForHealth();
+if (/not chosen yet/.test(admin('encryption', 'status'))) {
+  // The one place backups are unencrypted by default: a real repository is given a passphrase (`lifeboat encryption init`).
+  say('a demo: backups stored unencrypted (lifeboat encryption off)');
+  admin('encryption', 'off');
+}
 
 const agentConfig = join(home, 'agent.json');
 if (!existsSync(agentConfig)) {

@@ -103,7 +103,12 @@ export interface TestServer {
   admin: (args: string[]) => Promise<CliResult>;
 }
 
-export async function startTestServer(dataDir: string, port = 0, extraArgs: string[] = []): Promise<TestServer> {
+/**
+ * A server on `dataDir`. A new repository takes no backup until its encryption is chosen: unless told to leave
+ * it `undecided`, this chooses "off" as an owner would (`lifeboat encryption off`); a test that wants encryption
+ * runs `lifeboat encryption init`, which may still follow.
+ */
+export async function startTestServer(dataDir: string, port = 0, extraArgs: string[] = [], options: { undecided?: boolean } = {}): Promise<TestServer> {
   const proc = startProcess(BIN.server, ['start', '--data', dataDir, '--port', String(port), '--host', '127.0.0.1', ...extraArgs]);
   const [, url] = await proc.waitFor(/listening url=(http:\/\/127\.0\.0\.1:\d+)/);
   const token = (await readFile(join(dataDir, 'admin-token'), 'utf8')).trim();
@@ -116,6 +121,11 @@ export async function startTestServer(dataDir: string, port = 0, extraArgs: stri
     return { status: res.status, body: (await res.json()) as T };
   };
   const admin = (args: string[]) => runCli(BIN.admin, args, { LIFEBOAT_SERVER: url!, LIFEBOAT_TOKEN: token });
+  const { body: encryption } = await api<{ state: string }>('GET', '/v1/encryption');
+  if (encryption.state === 'undecided' && !options.undecided) {
+    const off = await api('POST', '/v1/encryption/off');
+    if (off.status !== 200) throw new Error(`lifeboat encryption off failed: ${JSON.stringify(off.body)}`);
+  }
   return { proc, url: url!, token, dataDir, api, admin };
 }
 

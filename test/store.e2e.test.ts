@@ -238,6 +238,44 @@ describe('a connection cut at 60% costs only what was missing', () => {
   });
 });
 
+describe('a new repository', () => {
+  let dir: Awaited<ReturnType<typeof tempDir>>;
+  let server: TestServer;
+  let agent: TestAgent;
+
+  beforeAll(async () => {
+    dir = await tempDir('undecided');
+    server = await startTestServer(join(dir.path, 'server'), 0, [], { undecided: true });
+    agent = await enrollAgent(server, dir.path, 'new-1');
+    await agent.start();
+    const data = join(dir.path, 'data');
+    await mkdir(data);
+    await writeFile(join(data, 'a.txt'), 'something to keep\n');
+    expect((await server.api('POST', '/v1/plans', { plans: [{ id: 'first', agent: 'new-1', steps: [{ files: { paths: [data] } }] }] })).status).toBe(200);
+  });
+
+  afterAll(async () => {
+    await agent?.proc?.kill();
+    await server?.proc.kill();
+    await dir?.cleanup();
+  });
+
+  it('takes no backup until its encryption is chosen, and says how to choose', async () => {
+    const status = await server.admin(['encryption', 'status']);
+    expect(status.stdout).toMatch(/^not chosen yet: no backup runs until `lifeboat encryption init --passphrase-file FILE` \(recommended\) or `lifeboat encryption off`/);
+    const refused = await server.admin(['backup', 'now', 'first']);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/backups are refused until this repository's encryption is chosen: `lifeboat encryption init --passphrase-file FILE`/);
+    expect((await server.api<{ jobs: unknown[] }>('GET', '/v1/jobs?plan=first')).body.jobs).toEqual([]);
+
+    const off = await server.admin(['encryption', 'off']);
+    expect(off.code, off.stderr).toBe(0);
+    expect((await server.admin(['encryption', 'status'])).stdout).toMatch(/^not encrypted, as chosen/);
+    const job = await backupNow(server, 'first');
+    expect(job.status, JSON.stringify(job.error)).toBe('succeeded');
+  });
+});
+
 describe('a full store', () => {
   let dir: Awaited<ReturnType<typeof tempDir>>;
   let server: TestServer;

@@ -49,6 +49,7 @@ describe('the server over TLS', () => {
     await mkdir(data);
     await writeFile(join(data, 'f.txt'), 'over tls');
     await writeFile(join(dir.path, 'plan.json'), JSON.stringify({ plans: [{ id: 'tls', agent: 'tls-1', steps: [{ files: { paths: [data] } }] }] }));
+    expect((await runCli(BIN.admin, ['encryption', 'off'], env)).code).toBe(0);
     expect((await runCli(BIN.admin, ['plan', 'apply', join(dir.path, 'plan.json')], env)).code).toBe(0);
     const backup = await runCli(BIN.admin, ['backup', 'now', 'tls', '--wait'], env);
     expect(backup.code, backup.stderr).toBe(0);

@@ -98,12 +98,18 @@ export function createApp(deps: AppDeps): Hono {
     return c.json({ token, expiresAt: new Date(expiresAt).toISOString() });
   });
 
-  admin.get('/encryption', (c) => c.json({ encryption: deps.encryption.current }));
+  const encryptionView = () => ({ encryption: deps.encryption.current, state: deps.encryption.state });
+  admin.get('/encryption', (c) => c.json(encryptionView()));
   admin.post('/encryption', async (c) => {
     const settings = await body(c, EncryptionSettings);
     await deps.encryption.init(settings);
     deps.log.info('repository encryption set up; agents need the passphrase (passphraseFile) from now on');
-    return c.json({ encryption: settings });
+    return c.json(encryptionView());
+  });
+  admin.post('/encryption/off', async (c) => {
+    await deps.encryption.decline();
+    deps.log.warn('backups will be stored unencrypted, as the owner chose (`lifeboat encryption init` encrypts from then on)');
+    return c.json(encryptionView());
   });
 
   admin.get('/agents', (c) => c.json({ agents: catalog.listAgents().map((a) => agentView(a, hub.isOnline(a.id))) }));

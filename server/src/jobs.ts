@@ -151,6 +151,7 @@ export class JobService {
   requestBackup(planId: string, trigger: 'manual' | 'schedule' | `retry ${number}`): { job: JobRow; created: boolean } {
     const row = this.catalog.plan(planId);
     if (!row) throw new LifeboatError('not_found', `no plan "${planId}"; see \`lifeboat plan list\``);
+    this.encryption.requireChoice();
     const agent = this.catalog.agentByName(row.plan.agent);
     if (!agent || agent.revokedAt !== null) {
       throw new LifeboatError('unknown_agent', `plan "${planId}" runs on agent "${row.plan.agent}", which is not enrolled${agent ? ' (it was revoked)' : ''}`);

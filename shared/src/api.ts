@@ -3,7 +3,7 @@ import { Labels, SafeName, AbsolutePath } from './ids.js';
 import { ToolInfo, ArtifactMetadata, DrillCheckResult, HostRewrite, MysqlTarget, PostgresTarget, WireError } from './protocol.js';
 import { Duration, Plan } from './plan.js';
 import { parseDuration } from './duration.js';
-import { EncryptionSettings } from './keys.js';
+import { EncryptionSettings, EncryptionState } from './keys.js';
 
 /** HTTP API bodies, parsed on both ends. Errors are always `{ error: { code, message, details? } }`. */
 export const ApiError = z.object({ error: WireError.extend({ details: z.array(z.string()).optional() }) });
@@ -109,7 +109,7 @@ export const RestoreRequest = z
   .refine((r) => r.to || r.toPostgres || r.toMysql, { message: 'give a target: to, toPostgres or toMysql', path: ['to'] });
 export type RestoreRequest = z.infer<typeof RestoreRequest>;
 
-export const EncryptionView = z.object({ encryption: EncryptionSettings.nullable() });
+export const EncryptionView = z.object({ encryption: EncryptionSettings.nullable(), state: EncryptionState });
 
 /** What the store holds for some snapshots (`lifeboat stats`). */
 export const StorageFigures = z.object({

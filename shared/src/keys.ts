@@ -20,6 +20,9 @@ export type KdfParams = z.infer<typeof KdfParams>;
 
 export const EncryptionSettings = z.object({ kdf: KdfParams, keyCheck: z.string().regex(/^[0-9a-f]{64}$/) });
 export type EncryptionSettings = z.infer<typeof EncryptionSettings>;
+/** Where a repository stands: encrypted, left unencrypted by its owner, or not yet chosen (no backup runs then). */
+export const EncryptionState = z.enum(['encrypted', 'unencrypted', 'undecided']);
+export type EncryptionState = z.infer<typeof EncryptionState>;
 
 export interface RepositoryKeys extends ChunkKeys {
   keyCheck: string;

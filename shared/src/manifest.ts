@@ -10,10 +10,12 @@ import { artifactFields } from './protocol.js';
  *   index/<packId>.json            which chunk lies where in that pack
  *   snapshots/<snapshotId>.json    one snapshot's manifest (below), written after all its chunks are durable
  *   config/encryption.json         KDF parameters and key check (keys.ts EncryptionSettings), never a key
+ *   config/unencrypted.json        the owner's choice to store backups in plaintext (`lifeboat encryption off`)
  *   quarantine/chunks/<2>/<id>     a copy of a chunk `verify` found damaged (evidence)
  */
 export const SNAPSHOTS_PREFIX = 'snapshots/';
 export const ENCRYPTION_CONFIG_KEY = 'config/encryption.json';
+export const UNENCRYPTED_CONFIG_KEY = 'config/unencrypted.json';
 
 /** Where a single chunk is kept apart from the packs (quarantine). */
 export function chunkKey(id: string): string {

@@ -31,6 +31,7 @@ async function backedUp(): Promise<{ snapshots: string[] }> {
   const catalog = new Catalog(openCatalogDb(catalogFile()));
   try {
     const driver = backupDriver(catalog, backend, now);
+    await driver.encryption.decline();
     driver.enroll('web-1');
     driver.enroll('db-1');
     catalog.applyPlans([plan('web', 'web-1'), plan('db', 'db-1')], clock);

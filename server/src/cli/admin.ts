@@ -367,9 +367,20 @@ function addEncryptionCommands(program: Command, ctx: Context, run: Run): void {
     .addHelpText('after', example('lifeboat encryption init --passphrase-file /root/lifeboat.pass') + '\nThen set "passphraseFile" in each agent\'s config (restore and drill agents too), and keep a copy of the passphrase offline: without it no backup can be restored.')
     .action((opts: { passphraseFile: string }) => run(() => initEncryption(ctx, opts.passphraseFile)));
   enc
+    .command('off')
+    .description('store backups unencrypted (for a demo, or a store on a disk you trust); `init` can still encrypt later ones')
+    .addHelpText('after', example('lifeboat encryption off') + '\nA new repository takes no backup until it is given a passphrase (init) or this.')
+    .action(() => run(() => declineEncryption(ctx)));
+  enc
     .command('status')
     .description('say whether backups are encrypted')
     .action(() => run(() => encryptionStatus(ctx)));
+}
+
+async function declineEncryption(ctx: Context): Promise<number> {
+  await client(ctx).declineEncryption();
+  ctx.out.line('backups will be stored unencrypted (`lifeboat encryption init --passphrase-file FILE` encrypts them from then on)');
+  return EXIT_OK;
 }
 
 async function initEncryption(ctx: Context, file: string): Promise<number> {
@@ -391,8 +402,10 @@ async function initEncryption(ctx: Context, file: string): Promise<number> {
 }
 
 async function encryptionStatus(ctx: Context): Promise<number> {
-  const settings = await client(ctx).encryption();
-  ctx.out.line(settings ? `encrypted (scrypt N=${settings.kdf.N}, r=${settings.kdf.r}, p=${settings.kdf.p})` : 'not encrypted: backups are stored in plaintext (lifeboat encryption init to change that)');
+  const { encryption: settings, state } = await client(ctx).encryption();
+  if (settings) ctx.out.line(`encrypted (scrypt N=${settings.kdf.N}, r=${settings.kdf.r}, p=${settings.kdf.p})`);
+  else if (state === 'unencrypted') ctx.out.line('not encrypted, as chosen: backups are stored in plaintext (`lifeboat encryption init` to change that)');
+  else ctx.out.line('not chosen yet: no backup runs until `lifeboat encryption init --passphrase-file FILE` (recommended) or `lifeboat encryption off`');
   return EXIT_OK;
 }
 

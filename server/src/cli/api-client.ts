@@ -167,12 +167,16 @@ export class ApiClient {
     return this.#call('POST', '/v1/verify', VerifyReport, request);
   }
 
-  async encryption() {
-    return (await this.#call('GET', '/v1/encryption', EncryptionView)).encryption;
+  encryption() {
+    return this.#call('GET', '/v1/encryption', EncryptionView);
   }
 
-  async initEncryption(settings: EncryptionSettings) {
-    return (await this.#call('POST', '/v1/encryption', EncryptionView, settings)).encryption;
+  initEncryption(settings: EncryptionSettings) {
+    return this.#call('POST', '/v1/encryption', EncryptionView, settings);
+  }
+
+  declineEncryption() {
+    return this.#call('POST', '/v1/encryption/off', EncryptionView);
   }
 
   stats() {

@@ -1,0 +1,67 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { FsBackend, LifeboatError, newEncryptionSettings } from '@lifeboat/shared';
+import { ENCRYPTION_UNDECIDED, RepositoryEncryption } from './encryption.js';
+
+let dir = '';
+let backend: FsBackend;
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'lifeboat-encryption-'));
+  backend = new FsBackend(join(dir, 'store'));
+});
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+/** The repository as a restarted server sees it. */
+async function reloaded(holdsSnapshots = false): Promise<RepositoryEncryption> {
+  const encryption = new RepositoryEncryption(backend);
+  await encryption.load(holdsSnapshots);
+  return encryption;
+}
+
+function refusal(fn: () => void): LifeboatError {
+  try {
+    fn();
+  } catch (err) {
+    return err as LifeboatError;
+  }
+  throw new Error('expected a refusal');
+}
+
+describe('repository encryption: chosen before the first backup', () => {
+  it('refuses backups in a new repository, saying how to choose', async () => {
+    const encryption = await reloaded();
+    expect(encryption.state).toBe('undecided');
+    const err = refusal(() => encryption.requireChoice());
+    expect(err.code).toBe('conflict');
+    expect(err.message).toBe(ENCRYPTION_UNDECIDED);
+    expect(err.message).toMatch(/lifeboat encryption init --passphrase-file FILE.*lifeboat encryption off/);
+  });
+
+  it('keeps "off" across restarts, and can still be encrypted later', async () => {
+    await (await reloaded()).decline();
+    const restarted = await reloaded();
+    expect(restarted.state).toBe('unencrypted');
+    expect(() => restarted.requireChoice()).not.toThrow();
+    const settings = newEncryptionSettings('a passphrase long enough');
+    await restarted.init(settings);
+    expect((await reloaded()).state).toBe('encrypted');
+    expect((await reloaded()).current).toEqual(settings);
+  });
+
+  it('never turns encryption off once it is on', async () => {
+    await (await reloaded()).init(newEncryptionSettings('a passphrase long enough'));
+    const encryption = await reloaded();
+    await expect(encryption.decline()).rejects.toMatchObject({ code: 'conflict', message: expect.stringMatching(/cannot be turned off/) });
+    expect((await reloaded()).state).toBe('encrypted');
+  });
+
+  it('counts a repository that already held plaintext snapshots as left unencrypted', async () => {
+    expect((await reloaded(true)).state).toBe('unencrypted');
+    // Recorded in the store: it stays so even for a catalog rebuilt empty.
+    expect((await reloaded(false)).state).toBe('unencrypted');
+  });
+});
