@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { encodeChunk, FsBackend, PACK_TARGET_BYTES, packIndexKey, packKey, readPackIndex, StorePackIndex } from '@lifeboat/shared';
+import { encodeChunk, FsBackend, MAX_CHUNK_BYTES, PACK_TARGET_BYTES, packIndexKey, packKey, readPackIndex, StorePackIndex } from '@lifeboat/shared';
 import { Catalog } from '../catalog/catalog.js';
 import { openCatalogDb } from '../catalog/db.js';
 import { ChunkStore } from './chunks.js';
@@ -64,6 +64,23 @@ describe('ChunkStore', () => {
       expect(packs.length).toBe(2);
       const sizes = await Promise.all(packs.map(async (k) => readPackIndex(await backend.get(k), k).chunks.length));
       expect(sizes.sort()).toEqual([1, 4]);
+    }));
+
+  it('starts the next pack when a chunk would overflow the one being gathered, and takes a largest chunk whole', () =>
+    withStore(async (chunks, backend) => {
+      const writer = chunks.writer();
+      const sizes = [7.5 * 1024 * 1024, 2 * 1024 * 1024, MAX_CHUNK_BYTES, 1000];
+      const parts = sizes.map((n) => encodeChunk(randomBytes(n), { level: 0 }));
+      for (const c of parts) {
+        writer.add(c.id, c.stored, c.size);
+        await writer.ready();
+      }
+      await writer.flush();
+      const packs: number[][] = [];
+      for await (const key of backend.list('index/')) packs.push(readPackIndex(await backend.get(key), key).chunks.map((e) => e[3]));
+      // 7.5 MiB alone (2 more would pass the buffer); 2 MiB alone (8 more would too); 8 MiB, a full pack by itself.
+      expect(packs.sort((a, b) => a[0]! - b[0]!)).toEqual([[1000], [2 * 1024 * 1024], [7.5 * 1024 * 1024], [MAX_CHUNK_BYTES]]);
+      for (const c of parts) expect((await chunks.get(c.id, c.size)).equals(c.stored)).toBe(true);
     }));
 
   it('refuses a chunk whose bytes do not match its id, storing nothing', () =>

@@ -4,6 +4,7 @@ import {
   describeError,
   encodePackIndex,
   LifeboatError,
+  MAX_STORED_CHUNK_BYTES,
   newPackId,
   PACK_INDEX_FORMAT,
   PACK_TARGET_BYTES,
@@ -20,6 +21,13 @@ type ChunkIndex = Pick<Catalog, 'chunkLocation' | 'recordPack'>;
 
 /** Packs sealing at once per writer before it stops taking chunks: bounds the server's memory on a slow disk. */
 const MAX_SEALING = 1;
+/**
+ * A pack is gathered in one buffer of this size, which takes any stored chunk when empty; a chunk that would
+ * overflow it starts the next pack. Copied in, a chunk's own buffer (the received frame) dies young; held until
+ * its pack was written, it lived through collections, and V8 counts such buffers toward its next full collection
+ * until one runs: one every 15 MB or so of upload (bench/RESULTS.md).
+ */
+const PACK_BUFFER_BYTES = Math.max(PACK_TARGET_BYTES, MAX_STORED_CHUNK_BYTES) + 1024 * 1024;
 
 /**
  * Content-addressed chunks on top of a backend, kept in packs (shared/src/store/pack.ts) and located through
@@ -75,7 +83,9 @@ export class ChunkStore {
  * rename), then its index object, then the catalog rows — so a chunk is in the index only once it is durable.
  */
 export class PackWriter {
-  private parts: Buffer[] = [];
+  /** The pack being gathered (its first `bytes`), and the buffer of the last one written, for the next. */
+  private buffer: Buffer | null = null;
+  private spare: Buffer | null = null;
   private entries: PackEntry[] = [];
   private bytes = 0;
   /** Chunks taken and not yet in the catalog: an upload need not be sent them twice. */
@@ -97,9 +107,11 @@ export class PackWriter {
     if (this.failure) throw this.failure;
     if (this.pending.has(id)) return false;
     this.pending.add(id);
+    if (this.bytes + stored.length > PACK_BUFFER_BYTES) this.seal();
+    this.buffer ??= this.spare ?? Buffer.allocUnsafeSlow(PACK_BUFFER_BYTES);
+    this.spare = null;
     this.entries.push([id, this.bytes, stored.length, plainSize]);
-    this.parts.push(stored);
-    this.bytes += stored.length;
+    this.bytes += stored.copy(this.buffer, this.bytes);
     if (this.bytes >= PACK_TARGET_BYTES) this.seal();
     return true;
   }
@@ -123,7 +135,8 @@ export class PackWriter {
 
   /** Drops what is gathered and not yet sealing (the upload failed; nothing of it may be recorded). */
   discard(): void {
-    this.parts = [];
+    this.buffer = null;
+    this.spare = null;
     this.entries = [];
     this.bytes = 0;
   }
@@ -132,14 +145,17 @@ export class PackWriter {
     if (this.entries.length === 0) return;
     const packId = newPackId();
     const entries = this.entries;
-    const parts = this.parts;
     const size = this.bytes;
-    this.discard();
+    const buffer = this.buffer!;
+    this.buffer = null;
+    this.entries = [];
+    this.bytes = 0;
     this.writing.add(packId);
     const done = (async () => {
       try {
-        await this.backend.put(packKey(packId), parts);
-        parts.length = 0;
+        await this.backend.put(packKey(packId), buffer.subarray(0, size));
+        // Written: the buffer may take the next pack (MAX_SEALING packs are written at a time, so one spare does).
+        this.spare = buffer;
         const index: PackIndex = { format: PACK_INDEX_FORMAT, pack: packId, size, chunks: entries };
         await this.backend.put(packIndexKey(packId), encodePackIndex(index));
         this.index.recordPack(index, this.clock(), this.move);
