@@ -48,6 +48,17 @@ export class ChunkCodecPool {
     return asBuffer(result.bytes!);
   }
 
+  /**
+   * Bytes this thread is done with, moved to a worker to be freed there when they own their memory (see movable):
+   * freed here, they would wait for a full collection of this thread's larger heap. Unusable after.
+   */
+  discard(bytes: Buffer): void {
+    const memory = bytes.buffer;
+    if (memory instanceof SharedArrayBuffer || memory.byteLength < 4096 || bytes.byteOffset > FRAME_HEADER_BYTES || bytes.byteOffset + bytes.byteLength !== memory.byteLength) return;
+    const task: CodecTask = { kind: 'discard', seq: this.seq++, memory };
+    this.workers[this.next++ % this.workers.length]!.postMessage(task, [memory]);
+  }
+
   private run(task: CodecTask, transfer: ArrayBuffer[]): Promise<CodecResult> {
     const worker = this.workers[this.next++ % this.workers.length]!;
     return new Promise((resolve, reject) => {
@@ -108,14 +119,17 @@ export interface ChunkCodec {
   encode(plain: Buffer, level: number, keys: ChunkKeys | null): Promise<EncodedChunk>;
   /** Decodes and checks a stored chunk (see decodeChunk). */
   decode(stored: Buffer, id: string, size: number | null, keys: ChunkKeys | null): Promise<Buffer>;
+  /** Bytes this thread is done with (the pool frees them on a worker thread); unusable after. */
+  discard(bytes: Buffer): void;
   release(): void;
 }
 
 function codecOf(pool: ChunkCodecPool | null): Omit<ChunkCodec, 'release'> {
-  if (pool) return { encode: (plain, level, keys) => pool.encode(plain, level, keys), decode: (stored, id, size, keys) => pool.decode(stored, id, size, keys) };
+  if (pool) return { encode: (plain, level, keys) => pool.encode(plain, level, keys), decode: (stored, id, size, keys) => pool.decode(stored, id, size, keys), discard: (bytes) => pool.discard(bytes) };
   return {
     encode: async (plain, level, keys) => encodeChunk(plain, { level, keys, headroom: FRAME_HEADER_BYTES }),
     decode: async (stored, id, size, keys) => decodeChunk(stored, id, size, keys),
+    discard: () => {},
   };
 }
 

@@ -8,7 +8,7 @@ import { GarbageMeter } from '@lifeboat/shared/memory';
  * Chunk work off the main thread, so backups and restores use every core: encoding (id, zstd, AES-GCM) for a
  * backup, decoding (authentication, inflation, id check) for a restore.
  */
-export type CodecTask = EncodeTask | DecodeTask;
+export type CodecTask = EncodeTask | DecodeTask | DiscardTask;
 
 export interface EncodeTask {
   kind: 'encode';
@@ -26,6 +26,13 @@ export interface DecodeTask {
   id: string;
   size: number | null;
   keys: WorkerKeys | null;
+}
+
+/** Memory the main thread is done with: freed here, where collections are cheap. No reply. */
+export interface DiscardTask {
+  kind: 'discard';
+  seq: number;
+  memory: ArrayBuffer;
 }
 
 export interface WorkerKeys {
@@ -48,6 +55,10 @@ export interface CodecResult {
 const garbage = new GarbageMeter(4 * 1024 * 1024, 64 * 1024 * 1024);
 
 parentPort?.on('message', (task: CodecTask) => {
+  if (task.kind === 'discard') {
+    garbage.add(task.memory.byteLength);
+    return;
+  }
   try {
     const keys = task.keys ? { encryption: Buffer.from(task.keys.encryption), id: Buffer.from(task.keys.id) } : null;
     if (task.kind === 'encode') {

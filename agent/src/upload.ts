@@ -56,6 +56,17 @@ interface OfferedChunk {
   stored: Buffer;
 }
 
+interface Offered {
+  chunk: OfferedChunk;
+  /** Offers of it not yet settled (answered "have", or sent and acknowledged). */
+  count: number;
+  /** Offers of it not yet answered, and frames of it being written: both need its bytes. */
+  unanswered: number;
+  sending: number;
+  /** Its bytes went back to the codec thread; a repeat offer brings a fresh copy. */
+  discarded: boolean;
+}
+
 /**
  * Streams one artifact to the server: cuts it into content-defined chunks, offers each by id, and sends only
  * the ones the store lacks. At most UPLOAD_WINDOW offers are unsettled at any time — the server settles an
@@ -79,8 +90,11 @@ export async function uploadArtifact(
   let sentBytes = 0;
   let sentChunks = 0;
   let unsettled = 0;
-  /** Offered chunks the server may still ask for, by id (a chunk can repeat within the window). */
-  const offered = new Map<string, { chunk: OfferedChunk; count: number }>();
+  /**
+   * Offered chunks not yet settled, by id (a chunk can repeat within the window): `unanswered` offers and
+   * `sending` frames still need its bytes; once neither does, they go back to the codec thread (`discarded`).
+   */
+  const offered = new Map<string, Offered>();
   let failure: LifeboatError | null = null;
   let artifactId: string | null = null;
   let wake: (() => void) | null = null;
@@ -99,28 +113,58 @@ export async function uploadArtifact(
     unsettled--;
   };
 
+  /**
+   * A chunk's bytes leave this thread once no answer or frame still needs them: moved (not freed by a later
+   * collection), they stop counting toward V8's next full collection at once, as chunks waiting for their
+   * pack's acknowledgement did (bench/RESULTS.md).
+   */
+  const discardIfDone = (entry: Offered) => {
+    if (entry.unanswered > 0 || entry.sending > 0 || entry.discarded) return;
+    entry.discarded = true;
+    codec.discard(entry.chunk.stored);
+  };
+
+  /** The server holds a chunk already. */
+  const had = (chunkId: string) => {
+    const entry = offered.get(chunkId);
+    release(chunkId);
+    if (!entry) return;
+    entry.unanswered--;
+    discardIfDone(entry);
+  };
+
   /** A chunk the server asked for, as the next binary frame. */
   const send = (chunkId: string) => {
     const entry = offered.get(chunkId);
-    if (!entry) {
-      failure ??= new LifeboatError('protocol', `the server asked for chunk ${chunkId}, which was not offered`);
+    if (!entry || entry.discarded) {
+      failure ??= new LifeboatError('protocol', `the server asked for chunk ${chunkId}, which was not offered${entry ? ' again' : ''}`);
       return;
     }
+    entry.unanswered--;
+    entry.sending++;
     sentBytes += entry.chunk.stored.length;
     sentChunks++;
     // Encoded with headroom for the frame header: the frame is the same memory, no copy.
     const frame = frameInHeadroom(FrameKind.Upload, uploadId, entry.chunk.id, entry.chunk.stored) ?? encodeFrame(FrameKind.Upload, uploadId, entry.chunk.id, entry.chunk.stored);
-    link.sendBinary(frame).catch((err: Error) => {
-      failure = new LifeboatError('upload_failed', `sending a chunk failed: ${err.message}`);
-      notify();
-    });
+    link.sendBinary(frame).then(
+      () => {
+        // Written to the socket: the frame's bytes are the kernel's now.
+        entry.sending--;
+        discardIfDone(entry);
+      },
+      (err: Error) => {
+        entry.sending--;
+        failure = new LifeboatError('upload_failed', `sending a chunk failed: ${err.message}`);
+        notify();
+      },
+    );
   };
 
   const unsubscribe = link.subscribe(uploadId, {
     onMessage(msg: TransferMessage) {
       switch (msg.type) {
         case 'chunks.answer':
-          for (const chunkId of msg.payload.have) release(chunkId);
+          for (const chunkId of msg.payload.have) had(chunkId);
           for (const chunkId of msg.payload.want) send(chunkId);
           break;
         case 'chunks.ack':
@@ -238,8 +282,13 @@ export async function uploadArtifact(
     unsettled++;
     unsettledBytes += chunk.size;
     const entry = offered.get(chunk.id);
-    if (entry) entry.count++;
-    else offered.set(chunk.id, { chunk, count: 1 });
+    if (!entry) offered.set(chunk.id, { chunk, count: 1, unanswered: 1, sending: 0, discarded: false });
+    else {
+      entry.count++;
+      entry.unanswered++;
+      // Its earlier bytes went back to the codec thread: this copy may be asked for.
+      if (entry.discarded) Object.assign(entry, { chunk, discarded: false });
+    }
     offers.push({ id: chunk.id, size: chunk.size });
     if (offers.length === 1) setImmediate(sendOffers);
     ctx.progress('uploading', size);
