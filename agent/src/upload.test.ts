@@ -88,4 +88,64 @@ describe('uploadArtifact', () => {
     const order = reusedFirst.messages.filter((m) => m.type !== 'artifact.begin').map((m) => m.type);
     expect(order).toEqual(['chunks.offer', 'chunks.reused', 'chunks.offer', 'artifact.end']);
   });
+
+  describe("a chunk's bytes, given back once sent", () => {
+    /**
+     * A server that wants every offered chunk, as one does while an earlier copy of it is still on its way, and
+     * acknowledges only once `ackAfter` frames arrived. `extraWant` asks once more, unoffered, after the first frame.
+     */
+    function slowAckServer(ackAfter: number, extraWant = false) {
+      const frames: { id: string; bytes: number }[] = [];
+      let handler: TransferHandler | null = null;
+      const reply = (type: string, payload: unknown) => setImmediate(() => handler?.onMessage?.({ type, payload } as never));
+      const link: ServerLink = {
+        send(type, payload) {
+          const parsed = AgentMessages[type].parse(payload) as Record<string, unknown>;
+          if (type === 'chunks.offer') reply('chunks.answer', { uploadId: parsed.uploadId, have: [], want: (parsed.chunks as { id: string }[]).map((c) => c.id) });
+          if (type === 'artifact.end') reply('artifact.stored', { jobId: parsed.jobId, uploadId: parsed.uploadId, artifactId: 'art_test' });
+        },
+        async sendBinary(frame) {
+          const decoded = decodeFrame(frame);
+          if (!decoded.ok) throw new Error(decoded.error);
+          frames.push({ id: decoded.frame.chunkId, bytes: decoded.frame.data.length });
+          if (extraWant && frames.length === 1) setTimeout(() => handler?.onMessage?.({ type: 'chunks.answer', payload: { uploadId: decoded.frame.transferId, have: [], want: [decoded.frame.chunkId] } } as never), 20);
+          if (frames.length === ackAfter) reply('chunks.ack', { uploadId: decoded.frame.transferId, chunkIds: frames.map((f) => f.id) });
+        },
+        subscribe(_id, h) {
+          handler = h;
+          return () => (handler = null);
+        },
+      };
+      return { link, frames };
+    }
+
+    /** The same bytes twice, the second offered only after the first was sent (and its bytes given back). */
+    function twice(content: Buffer): BackupStream {
+      async function* pieces(): AsyncGenerator<StreamPiece> {
+        yield Buffer.from(content);
+        yield { type: 'segment-end' };
+        // Offers what is encoded (no reused chunks follow), then waits for the answer and the frame.
+        yield { type: 'reused', chunks: [] };
+        await new Promise((r) => setTimeout(r, 50));
+        yield Buffer.from(content);
+        yield { type: 'segment-end' };
+      }
+      return { kind: 'files', name: '/srv', stream: Readable.from([]), pieces: pieces(), metadata: Promise.resolve(metadata) };
+    }
+
+    it('sends a repeated chunk whole again when it is asked for again', async () => {
+      const server = slowAckServer(2);
+      const result = await uploadArtifact(server.link, 0, twice(randomBytes(8192)), fakeJobContext().ctx);
+      expect(result).toMatchObject({ chunks: 2, sentChunks: 2 });
+      expect(server.frames).toHaveLength(2);
+      expect(server.frames[1]).toEqual(server.frames[0]);
+      expect(server.frames[0]!.bytes).toBeGreaterThan(8192);
+    });
+
+    it('fails the upload, sending nothing, when asked once more for a chunk it already sent', async () => {
+      const server = slowAckServer(99, true);
+      await expect(uploadArtifact(server.link, 0, segmented(1), fakeJobContext().ctx)).rejects.toThrow(/asked for chunk [0-9a-f]{64}, which was not offered again/);
+      expect(server.frames).toHaveLength(1);
+    });
+  });
 });
