@@ -1,6 +1,5 @@
 import { execFileSync } from 'node:child_process';
 import { chmod, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
@@ -20,13 +19,18 @@ interface DrillLike {
   error: string | null;
 }
 
-const scratchDirs = async () => (await readdir(tmpdir())).filter((n) => n.startsWith('lifeboat-scratch-'));
-/** Database servers running out of the agents' scratch directories (the test's own source database lives elsewhere). */
+/**
+ * The drill agent's temp directory (its TMPDIR), where its scratch goes: apart from /tmp, where the scratch of
+ * other test files running at the same time comes and goes.
+ */
+let drillTmp = '';
+const scratchDirs = async () => (await readdir(drillTmp)).filter((n) => n.startsWith('lifeboat-scratch-'));
+/** Database servers running out of the drill agent's scratch directories (the test's own source database lives elsewhere). */
 const scratchServers = () => {
   try {
     return execFileSync('pgrep', ['-a', '-f', 'lifeboat-scratch-'], { encoding: 'utf8' })
       .split('\n')
-      .filter((line) => line.includes(join(tmpdir(), 'lifeboat-scratch-')));
+      .filter((line) => line.includes(join(drillTmp, 'lifeboat-scratch-')));
   } catch {
     return [];
   }
@@ -59,7 +63,11 @@ describe('restore drills on an isolated agent', () => {
     await writeBigFile(join(files, 'docs/b.bin'), 3 * 1024 * 1024);
     server = await startTestServer(join(dir.path, 'server'));
     app = await enrollAgent(server, dir.path, 'app-1');
-    driller = await enrollAgent(server, dir.path, 'drill-1', ['role=drill']);
+    drillTmp = join(dir.path, 'drill-tmp');
+    await mkdir(drillTmp);
+    // As /tmp: the scratch servers run as their own system users.
+    await chmod(drillTmp, 0o1777);
+    driller = await enrollAgent(server, dir.path, 'drill-1', ['role=drill'], { TMPDIR: drillTmp });
     await app.start();
     await driller.start();
   });

@@ -136,7 +136,8 @@ export interface TestAgent {
   start: () => Promise<Proc>;
 }
 
-export async function enrollAgent(server: TestServer, dir: string, name: string, labels: string[] = []): Promise<TestAgent> {
+/** `env`: more environment for the agent's process, at every start (TMPDIR for a scratch directory of its own, say). */
+export async function enrollAgent(server: TestServer, dir: string, name: string, labels: string[] = [], env: Record<string, string> = {}): Promise<TestAgent> {
   const { body } = await server.api<{ token: string }>('POST', '/v1/tokens', { expires: '1h' });
   const configPath = join(dir, `${name}.json`);
   const result = await runCli(BIN.agent, ['enroll', '--server', server.url, '--token', body.token, '--name', name, '--config', configPath, '--state-dir', join(dir, `${name}-state`), ...labels.flatMap((l) => ['--label', l])]);
@@ -146,7 +147,7 @@ export async function enrollAgent(server: TestServer, dir: string, name: string,
     configPath,
     proc: null,
     async start() {
-      agent.proc = startProcess(BIN.agent, ['run', '--config', configPath], { LIFEBOAT_LOG_LEVEL: 'info' });
+      agent.proc = startProcess(BIN.agent, ['run', '--config', configPath], { LIFEBOAT_LOG_LEVEL: 'info', ...env });
       await waitUntil(async () => {
         const { body: list } = await server.api<{ agents: { name: string; online: boolean }[] }>('GET', '/v1/agents');
         return list.agents.some((a) => a.name === name && a.online);

@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { FsBackend, LifeboatError, newEncryptionSettings } from '@lifeboat/shared';
+import { FsBackend, LifeboatError, newEncryptionSettings, type StoreBackend } from '@lifeboat/shared';
 import { ENCRYPTION_UNDECIDED, RepositoryEncryption } from './encryption.js';
 
 let dir = '';
@@ -15,10 +15,10 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-/** The repository as a restarted server sees it. */
-async function reloaded(holdsSnapshots = false): Promise<RepositoryEncryption> {
-  const encryption = new RepositoryEncryption(backend);
-  await encryption.load(holdsSnapshots);
+/** The repository as a restarted server sees it, its catalog's snapshots stored as said (null: none). */
+async function reloaded(snapshotsAre: 'plaintext' | 'encrypted' | null = null, store: StoreBackend = backend): Promise<RepositoryEncryption> {
+  const encryption = new RepositoryEncryption(store);
+  await encryption.load(snapshotsAre);
   return encryption;
 }
 
@@ -60,8 +60,18 @@ describe('repository encryption: chosen before the first backup', () => {
   });
 
   it('counts a repository that already held plaintext snapshots as left unencrypted', async () => {
-    expect((await reloaded(true)).state).toBe('unencrypted');
+    expect((await reloaded('plaintext')).state).toBe('unencrypted');
     // Recorded in the store: it stays so even for a catalog rebuilt empty.
-    expect((await reloaded(false)).state).toBe('unencrypted');
+    expect((await reloaded(null)).state).toBe('unencrypted');
+  });
+
+  it('counts it so in memory when the store cannot be written', async () => {
+    const readOnly: StoreBackend = Object.assign(Object.create(backend) as FsBackend, { put: () => Promise.reject(new Error('read-only')) });
+    expect((await reloaded('plaintext', readOnly)).state).toBe('unencrypted');
+    expect((await reloaded(null)).state).toBe('undecided');
+  });
+
+  it('refuses to start on encrypted snapshots whose settings are gone, rather than back up in plaintext', async () => {
+    await expect(reloaded('encrypted')).rejects.toMatchObject({ code: 'integrity', message: expect.stringMatching(/snapshots are encrypted, but its config\/encryption.json .* is missing: put it back/) });
   });
 });

@@ -12,7 +12,8 @@ export const ENCRYPTION_UNDECIDED =
  *
  * Encrypted unless the owner says otherwise: a new repository takes no backup until it is either given a
  * passphrase or explicitly left unencrypted (as `borg init` makes one choose). A store that already held
- * plaintext snapshots before this rule counts as left unencrypted.
+ * plaintext snapshots before this rule counts as left unencrypted; one whose snapshots are encrypted but whose
+ * settings are gone is refused (its next backups would otherwise go out in plaintext).
  */
 export class RepositoryEncryption {
   private settings: EncryptionSettings | null = null;
@@ -20,16 +21,28 @@ export class RepositoryEncryption {
 
   constructor(private readonly backend: StoreBackend) {}
 
-  /** `holdsSnapshots`: the catalog already lists snapshots (taken before encryption had to be chosen). */
-  async load(holdsSnapshots = false): Promise<void> {
+  /**
+   * `snapshotsAre`: how a chunk of a snapshot the catalog lists is stored (`'plaintext'` or `'encrypted'`), or
+   * null when it lists none (or that chunk could not be read).
+   */
+  async load(snapshotsAre: 'plaintext' | 'encrypted' | null = null): Promise<void> {
     if (await this.backend.has(KEY)) {
       const parsed = EncryptionSettings.safeParse(JSON.parse((await this.backend.get(KEY)).toString('utf8')));
       if (!parsed.success) throw new LifeboatError('integrity', `the store's ${KEY} is damaged; restore it from a copy before starting`);
       this.settings = parsed.data;
       return;
     }
-    if (await this.backend.has(UNENCRYPTED_KEY)) this.declined = true;
-    else if (holdsSnapshots) await this.decline('kept unencrypted: the store held plaintext snapshots when encryption became a choice');
+    if (snapshotsAre === 'encrypted') {
+      throw new LifeboatError('integrity', `the store's snapshots are encrypted, but its ${KEY} (the KDF salt and key check) is missing: put it back from a copy of the store before starting, or every later backup would be unencrypted`);
+    }
+    if (await this.backend.has(UNENCRYPTED_KEY)) {
+      this.declined = true;
+    } else if (snapshotsAre === 'plaintext') {
+      // Kept as it was before encryption became a choice; recorded in the store when it can be (a read-only
+      // store keeps the decision in memory, made again at every start).
+      this.declined = true;
+      await this.record('kept unencrypted: the store held plaintext snapshots when encryption became a choice').catch(() => undefined);
+    }
   }
 
   get current(): EncryptionSettings | null {
@@ -52,10 +65,14 @@ export class RepositoryEncryption {
   }
 
   /** Backups from now on are stored in plaintext (until `init`). */
-  async decline(reason = 'lifeboat encryption off'): Promise<void> {
+  async decline(): Promise<void> {
     if (this.settings) throw new LifeboatError('conflict', 'this repository is encrypted; encryption cannot be turned off (its snapshots need the passphrase)');
     if (this.declined) return;
-    await this.backend.put(UNENCRYPTED_KEY, Buffer.from(JSON.stringify({ unencrypted: true, reason, at: new Date().toISOString() }, null, 2)));
+    await this.record('lifeboat encryption off');
     this.declined = true;
+  }
+
+  private async record(reason: string): Promise<void> {
+    await this.backend.put(UNENCRYPTED_KEY, Buffer.from(JSON.stringify({ unencrypted: true, reason, at: new Date().toISOString() }, null, 2)));
   }
 }

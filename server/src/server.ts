@@ -5,7 +5,7 @@ import { chmod, mkdir, open, readFile } from 'node:fs/promises';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
-import { createLogger, type Logger } from '@lifeboat/shared';
+import { Cipher, createLogger, packKey, readChunkHeader, type Logger } from '@lifeboat/shared';
 import { createApp } from './app.js';
 import { ENCRYPTION_UNDECIDED, RepositoryEncryption } from './encryption.js';
 import { hashSecret } from './auth.js';
@@ -53,7 +53,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const catalog = new Catalog(openCatalogDb(join(options.dataDir, 'catalog.db')));
   const backend = await openBackend(options.store ?? join(options.dataDir, 'store'));
   const encryption = new RepositoryEncryption(backend);
-  await encryption.load(catalog.countSnapshots() > 0);
+  await encryption.load(await howSnapshotsAreStored(catalog, backend));
   if (encryption.state === 'undecided') log.warn(ENCRYPTION_UNDECIDED);
   if (encryption.state === 'unencrypted') log.warn('backups are NOT encrypted, as chosen: `lifeboat encryption init` encrypts them from then on');
   const jobs = new JobService(catalog, backend, encryption, clock, log.child('jobs'));
@@ -148,4 +148,22 @@ async function openBackend(spec: string): Promise<StoreBackend> {
   const backend = new FsBackend(resolve(spec));
   await mkdir(backend.root, { recursive: true, mode: 0o700 });
   return backend;
+}
+
+/** How the catalog's snapshots are stored, from the header of one of their chunks: null when it lists none, or that chunk cannot be read. */
+async function howSnapshotsAreStored(catalog: Catalog, backend: StoreBackend): Promise<'plaintext' | 'encrypted' | null> {
+  const [snapshot] = catalog.listSnapshots({ limit: 1 });
+  if (!snapshot) return null;
+  for (const artifact of catalog.artifactsOf(snapshot.id)) {
+    const first = catalog.chunksOf(artifact.id)[0];
+    const at = first && catalog.chunkLocation(first.id);
+    if (!at) continue;
+    try {
+      const header = readChunkHeader(await backend.getRange(packKey(at.pack), at.offset, Math.min(at.length, 64)));
+      return header.cipher === Cipher.None ? 'plaintext' : 'encrypted';
+    } catch {
+      return null;
+    }
+  }
+  return null;
 }

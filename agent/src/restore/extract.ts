@@ -253,7 +253,7 @@ function splitEntryPath(entryPath: string): CheckedPath {
 /** node-tar strips Windows roots ("c:", "\\") from paths even on Linux, and in strict mode fails on it. */
 function hasForeignRoot(p: string): boolean {
   // A win32 root starts with a separator or is a drive ("c:"): only those few paths need the (costly) parse.
-  const mayHaveRoot = p.startsWith('\\') || p[1] === ':';
+  const mayHaveRoot = p.startsWith('\\') || (p[1] === ':' && !p.startsWith('/'));
   return mayHaveRoot && path.win32.parse(p).root !== '';
 }
 

@@ -665,6 +665,8 @@ describe('files source: hostile archives', () => {
       tarEntry({ path: 'c:drive', type: 'File' }, Buffer.from('drive')),
       tarEntry({ path: '\\\\server\\share\\x', type: 'File' }, Buffer.from('share')),
       tarEntry({ path: 'winlink', type: 'SymbolicLink', linkpath: 'd:/x', size: 0 }),
+      // An absolute path whose first name starts with a colon is no drive.
+      tarEntry({ path: 'colon', type: 'SymbolicLink', linkpath: '/:x', size: 0 }),
       // Look-alikes that are plain names on Linux.
       tarEntry({ path: 'ab:c', type: 'File' }, Buffer.from('not a drive')),
       tarEntry({ path: 'x\\y', type: 'File' }, Buffer.from('a backslash')),
@@ -686,6 +688,7 @@ describe('files source: hostile archives', () => {
       'c:drive: a path that looks like a Windows drive or share',
       '\\\\server\\share\\x: a path that looks like a Windows drive or share',
       'winlink: symbolic link to d:/x looks like a Windows path',
+      'colon: symbolic link to /:x points outside the restore target',
     ]);
     expect(result.warnings).toEqual(result.skipped.map((line) => `not restored: ${line}`));
     expect(fs.existsSync(path.join(root, 'escape'))).toBe(false);

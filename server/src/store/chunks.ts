@@ -106,6 +106,7 @@ export class PackWriter {
     verifyStoredChunk(stored, id, plainSize, 'nothing stored');
     if (this.failure) throw this.failure;
     if (this.pending.has(id)) return false;
+    if (stored.length > PACK_BUFFER_BYTES) throw new LifeboatError('integrity', `chunk ${id.slice(0, 16)}… is ${stored.length} bytes stored, more than a chunk can be; nothing stored`);
     this.pending.add(id);
     if (this.bytes + stored.length > PACK_BUFFER_BYTES) this.seal();
     this.buffer ??= this.spare ?? Buffer.allocUnsafeSlow(PACK_BUFFER_BYTES);
