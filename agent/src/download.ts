@@ -4,6 +4,13 @@ import { acquireCodec } from './codec-pool.js';
 import type { ServerLink, TransferMessage } from './link.js';
 import type { JobContext } from './sources/source.js';
 
+/** Streams whose chunks are the reader's once read (memory of their own, never handed again): it may move them. */
+const ownedChunkStreams = new WeakSet<Readable>();
+
+export function handsOwnedChunks(stream: Readable): boolean {
+  return ownedChunkStreams.has(stream);
+}
+
 /**
  * An artifact's bytes fetched chunk by chunk: at most DOWNLOAD_WINDOW chunks requested ahead, each decoded and
  * checked on arrival (authentication tag, length, id) by the codec threads, so the main thread is left to write
@@ -40,6 +47,7 @@ export function downloadArtifact(link: ServerLink, artifact: ArtifactForRestore,
     },
   });
 
+  ownedChunkStreams.add(stream);
   const fail = (err: LifeboatError) => {
     if (!stream.destroyed) stream.destroy(err);
   };
@@ -50,11 +58,14 @@ export function downloadArtifact(link: ServerLink, artifact: ArtifactForRestore,
       const ref = chunks[nextToEmit]!;
       const entry = arrived.get(ref.id);
       if (!entry) break;
-      if (--entry.count === 0) arrived.delete(ref.id);
+      const last = --entry.count === 0;
+      if (last) arrived.delete(ref.id);
       nextToEmit++;
       emittedBytes += entry.data.length;
       ctx.progress('restoring', emittedBytes, artifact.size);
-      wantMore = stream.push(entry.data);
+      // The consumer may move what it is given once done with it (extract.ts): a chunk the artifact holds again
+      // later is handed as a copy until its last use.
+      wantMore = stream.push(last ? entry.data : Buffer.from(entry.data));
     }
     if (nextToEmit === chunks.length) {
       if (emittedBytes !== artifact.size) {

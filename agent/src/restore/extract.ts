@@ -6,6 +6,8 @@ import { finished } from 'node:stream/promises';
 import { Parser, ReadEntry, UnpackSync, type Unpack } from 'tar';
 import { formatBytes, LifeboatError } from '@lifeboat/shared';
 import { MANIFEST_ENTRY_NAME } from '../archive/tar-writer.js';
+import { acquireCodec } from '../codec-pool.js';
+import { handsOwnedChunks } from '../download.js';
 import { FileWriters } from './file-writers.js';
 import { abortReason, fsReason, isCode, isFsError, shown, throttled } from '../fs-errors.js';
 import type { JobContext, RestoreOptions } from '../sources/source.js';
@@ -376,6 +378,10 @@ async function extract(input: Readable, root: string, guard: ExtractionGuard, op
     await Promise.race([closed, failed]);
     // Every handed file written (or the writers' failure, with the file's path) before the restore counts.
     writers?.barrier();
+    if (writers && writers.shortBytes > 0 && sawEndOfArchive) {
+      // Whole archive, files short: bytes went missing between the stream and the files. Never a restore that counts.
+      throw new LifeboatError('integrity', `restored files came out ${writers.shortBytes} bytes short of the archive's sizes (first: ${shown(writers.shortFile!)}); the restore is not complete`);
+    }
     if (manifestCopy) await Promise.race([manifestCopy.written(), failed]);
   } catch (err) {
     fail(err);
@@ -632,18 +638,29 @@ async function feed(input: Readable, unpack: Unpack, manifestCopy: ManifestCopy 
       await Promise.race([new Promise((resolve) => manifestCopy.parser.once('drain', resolve)), failed]);
     }
   };
-  const blocks = new BlockAligner();
-  for await (const chunk of input as AsyncIterable<Buffer>) {
-    bytes += chunk.length;
-    report(bytes);
-    for (const piece of blocks.push(chunk)) await write(piece);
-    // A turn of the event loop between chunks: the next chunks' frames and decoded results are taken in while
-    // this one is written, instead of only once the stream has run dry.
-    await new Promise<void>((resolve) => setImmediate(resolve));
+  // node-tar takes whole blocks (so it keeps no remainder of a chunk), and a write that returned true (or drained)
+  // left no entry with unread bytes: once its pieces are written, a chunk is node-tar's no more, and its memory
+  // goes to a worker thread, where it is freed young; freed here it counts toward this thread's next full
+  // collection (two thirds of a restore's, bench/RESULTS.md). Only chunks the input gives away (a download's), and
+  // not with a manifest copy, which writes later.
+  const codec = !manifestCopy && handsOwnedChunks(input) ? acquireCodec() : null;
+  try {
+    const blocks = new BlockAligner();
+    for await (const chunk of input as AsyncIterable<Buffer>) {
+      bytes += chunk.length;
+      report(bytes);
+      for (const piece of blocks.push(chunk)) await write(piece);
+      codec?.discard(chunk);
+      // A turn of the event loop between chunks: the next chunks' frames and decoded results are taken in while
+      // this one is written, instead of only once the stream has run dry.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    // A partial last block: the archive is truncated, and node-tar says so.
+    const rest = blocks.rest();
+    if (rest) await write(rest);
+  } finally {
+    codec?.release();
   }
-  // A partial last block: the archive is truncated, and node-tar says so.
-  const rest = blocks.rest();
-  if (rest) await write(rest);
   ctx.progress('extracting', bytes);
   unpack.end();
   manifestCopy?.parser.end();

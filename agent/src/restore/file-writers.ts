@@ -65,6 +65,9 @@ export class FileWriters {
   /** Batch buffers the writers gave back, for the next batches (fresh ones would cost page faults each time). */
   private readonly spare: ArrayBuffer[] = [];
   private failure: Error | null = null;
+  /** Bytes handed files lacked at their end (a truncated archive, or a bug): the restore must not count them whole. */
+  shortBytes = 0;
+  shortFile: string | null = null;
 
   private constructor(size: number, url: URL) {
     for (let i = 0; i < size; i++) {
@@ -119,6 +122,7 @@ export class FileWriters {
       end: () => {
         const { path: filePath, mode, atimeMs, mtimeMs, uid, gid } = file;
         // A file cut short (a truncated archive) keeps what arrived, as node-tar would have written it.
+        this.noteShort(filePath, file.size - written);
         batch.files.push({ path: filePath, mode, offset, length: written, position: 0, final: true, atimeMs, mtimeMs, uid, gid });
         this.dispatchIfFull();
       },
@@ -163,11 +167,18 @@ export class FileWriters {
       },
       end: () => {
         // A file cut short (a truncated archive) keeps what arrived; an empty last part still sets times and owner.
+        this.noteShort(filePath, file.size - position);
         (part ?? newPart()).final = true;
         this.pinned!.untilDispatched = true;
         this.dispatchIfFull();
       },
     };
+  }
+
+  private noteShort(filePath: string, missing: number): void {
+    if (missing <= 0) return;
+    this.shortBytes += missing;
+    this.shortFile ??= filePath;
   }
 
   /** The batch being filled, dispatched first and started anew when it lacks `bytes` of room or a place for a file. */
