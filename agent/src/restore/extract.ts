@@ -644,13 +644,16 @@ async function feed(input: Readable, unpack: Unpack, manifestCopy: ManifestCopy 
   // collection (two thirds of a restore's, bench/RESULTS.md). Only chunks the input gives away (a download's), and
   // not with a manifest copy, which writes later.
   const codec = !manifestCopy && handsOwnedChunks(input) ? acquireCodec() : null;
+  // Past the end-of-archive blocks node-tar keeps what follows them: from there on nothing moves.
+  let ended = false;
+  unpack.once('eof', () => (ended = true));
   try {
     const blocks = new BlockAligner();
     for await (const chunk of input as AsyncIterable<Buffer>) {
       bytes += chunk.length;
       report(bytes);
       for (const piece of blocks.push(chunk)) await write(piece);
-      codec?.discard(chunk);
+      if (!ended) codec?.discard(chunk);
       // A turn of the event loop between chunks: the next chunks' frames and decoded results are taken in while
       // this one is written, instead of only once the stream has run dry.
       await new Promise<void>((resolve) => setImmediate(resolve));
