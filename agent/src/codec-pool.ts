@@ -53,8 +53,8 @@ export class ChunkCodecPool {
    * freed here, they would wait for a full collection of this thread's larger heap. Unusable after.
    */
   discard(bytes: Buffer): void {
-    const memory = bytes.buffer;
-    if (memory instanceof SharedArrayBuffer || memory.byteLength < 4096 || bytes.byteOffset > FRAME_HEADER_BYTES || bytes.byteOffset + bytes.byteLength !== memory.byteLength) return;
+    const memory = ownMemory(bytes);
+    if (!memory) return;
     const task: CodecTask = { kind: 'discard', seq: this.seq++, memory };
     this.workers[this.next++ % this.workers.length]!.postMessage(task, [memory]);
   }
@@ -95,14 +95,20 @@ export class ChunkCodecPool {
  * next bytes, and Node's small buffers (under 4 KiB) share a pool, neither of which may move from under its other users.
  */
 function movable(bytes: Buffer): { view: Uint8Array; transfer: ArrayBuffer[] } {
-  const memory = bytes.buffer;
-  const fills = bytes.byteOffset <= FRAME_HEADER_BYTES && bytes.byteOffset + bytes.byteLength === memory.byteLength;
-  if (!(memory instanceof SharedArrayBuffer) && fills && memory.byteLength >= 4096) {
+  const memory = ownMemory(bytes);
+  if (memory) {
     return { view: new Uint8Array(memory, bytes.byteOffset, bytes.byteLength), transfer: [memory] };
   }
   const copy = new Uint8Array(bytes.byteLength);
   copy.set(bytes);
   return { view: copy, transfer: [copy.buffer] };
+}
+
+/** The memory a buffer fills (from its start, or after a frame header, to its end), which may move with it; null for shared or pooled memory. */
+function ownMemory(bytes: Buffer): ArrayBuffer | null {
+  const memory = bytes.buffer;
+  if (memory instanceof SharedArrayBuffer || memory.byteLength < 4096) return null;
+  return bytes.byteOffset <= FRAME_HEADER_BYTES && bytes.byteOffset + bytes.byteLength === memory.byteLength ? memory : null;
 }
 
 function asBuffer(bytes: Uint8Array): Buffer {
