@@ -308,6 +308,15 @@ function resolveLink(linkDir: readonly string[], linkpath: string, roots: readon
   return resolved;
 }
 
+/**
+ * The absolute path of an entry's key (ExtractionGuard.admit) under the target's root. The key is normalized, so
+ * joining is what path.join or path.resolve would give, without their per-call garbage.
+ */
+function pathOfKey(root: string, key: string): string {
+  if (key === '') return root;
+  return root.endsWith('/') ? root + key : `${root}/${key}`;
+}
+
 function partsUnderRoot(absolutePath: string, roots: readonly string[]): string[] | null {
   for (const root of roots) {
     if (absolutePath === root) return [];
@@ -346,8 +355,7 @@ async function extract(input: Readable, root: string, guard: ExtractionGuard, op
       const key = guard.admit(entry);
       if (key === null) return false;
       // Something other than a directory replacing one made earlier (a symlink, say): check every parent again.
-      // (The key is normalized, so joining it to the root is what path.resolve would give, without its garbage.)
-      if (entry.type !== 'Directory' && directories.has(key === '' ? root : root.endsWith('/') ? root + key : `${root}/${key}`)) directories.clear();
+      if (entry.type !== 'Directory' && directories.has(pathOfKey(root, key))) directories.clear();
       return unfinished.track(entry);
     },
   });
@@ -713,7 +721,7 @@ async function applyFixups(fixups: ReadonlyMap<string, Fixup>, root: string, pre
   const ordered = [...fixups].sort(([keyA, a], [keyB, b]) => fixupOrder(keyB, b) - fixupOrder(keyA, a));
   const insideRoot = containmentCheck(root);
   for (const [key, fixup] of ordered) {
-    const target = key === '' ? root : path.posix.join(root, key);
+    const target = pathOfKey(root, key);
     try {
       if (await insideRoot(target)) await applyFixup(target, fixup, preserveOwner);
     } catch (err) {
