@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FsBackend, LifeboatError, newEncryptionSettings, type StoreBackend } from '@lifeboat/shared';
-import { ENCRYPTION_UNDECIDED, RepositoryEncryption } from './encryption.js';
+import { ENCRYPTION_UNDECIDED, RepositoryEncryption, type SnapshotStorage } from './encryption.js';
 
 let dir = '';
 let backend: FsBackend;
@@ -16,9 +16,9 @@ afterEach(async () => {
 });
 
 /** The repository as a restarted server sees it, its catalog's snapshots stored as said (null: none). */
-async function reloaded(snapshotsAre: 'plaintext' | 'encrypted' | null = null, store: StoreBackend = backend): Promise<RepositoryEncryption> {
+async function reloaded(snapshotsAre: SnapshotStorage = null, store: StoreBackend = backend): Promise<RepositoryEncryption> {
   const encryption = new RepositoryEncryption(store);
-  await encryption.load(snapshotsAre);
+  await encryption.load(async () => snapshotsAre);
   return encryption;
 }
 
@@ -57,6 +57,10 @@ describe('repository encryption: chosen before the first backup', () => {
     const encryption = await reloaded();
     await expect(encryption.decline()).rejects.toMatchObject({ code: 'conflict', message: expect.stringMatching(/cannot be turned off/) });
     expect((await reloaded()).state).toBe('encrypted');
+    // With its settings in the store, a start reads no chunk to find out.
+    let asked = false;
+    await new RepositoryEncryption(backend).load(async () => ((asked = true), null));
+    expect(asked).toBe(false);
   });
 
   it('counts a repository that already held plaintext snapshots as left unencrypted', async () => {

@@ -1,6 +1,9 @@
 import { EncryptionSettings, ENCRYPTION_CONFIG_KEY as KEY, LifeboatError, UNENCRYPTED_CONFIG_KEY as UNENCRYPTED_KEY } from '@lifeboat/shared';
 import type { EncryptionState, StoreBackend } from '@lifeboat/shared';
 
+/** How a repository's existing snapshots are stored, as one of their chunks says; null when there is none to ask. */
+export type SnapshotStorage = 'plaintext' | 'encrypted' | null;
+
 /** What a backup is refused with until the repository's owner has chosen. */
 export const ENCRYPTION_UNDECIDED =
   'backups are refused until this repository\'s encryption is chosen: `lifeboat encryption init --passphrase-file FILE` ' +
@@ -22,16 +25,17 @@ export class RepositoryEncryption {
   constructor(private readonly backend: StoreBackend) {}
 
   /**
-   * `snapshotsAre`: how a chunk of a snapshot the catalog lists is stored (`'plaintext'` or `'encrypted'`), or
-   * null when it lists none (or that chunk could not be read).
+   * `howSnapshotsAre` tells how a chunk of a snapshot the catalog lists is stored (`'plaintext'` or `'encrypted'`),
+   * or null when it lists none (or that chunk could not be read); asked only when the store has no settings.
    */
-  async load(snapshotsAre: 'plaintext' | 'encrypted' | null = null): Promise<void> {
+  async load(howSnapshotsAre: () => Promise<SnapshotStorage> = async () => null): Promise<void> {
     if (await this.backend.has(KEY)) {
       const parsed = EncryptionSettings.safeParse(JSON.parse((await this.backend.get(KEY)).toString('utf8')));
       if (!parsed.success) throw new LifeboatError('integrity', `the store's ${KEY} is damaged; restore it from a copy before starting`);
       this.settings = parsed.data;
       return;
     }
+    const snapshotsAre = await howSnapshotsAre();
     if (snapshotsAre === 'encrypted') {
       throw new LifeboatError('integrity', `the store's snapshots are encrypted, but its ${KEY} (the KDF salt and key check) is missing: put it back from a copy of the store before starting, or every later backup would be unencrypted`);
     }

@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
 import { Cipher, createLogger, packKey, readChunkHeader, type Logger } from '@lifeboat/shared';
 import { createApp } from './app.js';
-import { ENCRYPTION_UNDECIDED, RepositoryEncryption } from './encryption.js';
+import { ENCRYPTION_UNDECIDED, RepositoryEncryption, type SnapshotStorage } from './encryption.js';
 import { hashSecret } from './auth.js';
 import { Catalog } from './catalog/catalog.js';
 import { openCatalogDb } from './catalog/db.js';
@@ -53,7 +53,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const catalog = new Catalog(openCatalogDb(join(options.dataDir, 'catalog.db')));
   const backend = await openBackend(options.store ?? join(options.dataDir, 'store'));
   const encryption = new RepositoryEncryption(backend);
-  await encryption.load(await howSnapshotsAreStored(catalog, backend));
+  await encryption.load(() => howSnapshotsAreStored(catalog, backend));
   if (encryption.state === 'undecided') log.warn(ENCRYPTION_UNDECIDED);
   if (encryption.state === 'unencrypted') log.warn('backups are NOT encrypted, as chosen: `lifeboat encryption init` encrypts them from then on');
   const jobs = new JobService(catalog, backend, encryption, clock, log.child('jobs'));
@@ -151,7 +151,7 @@ async function openBackend(spec: string): Promise<StoreBackend> {
 }
 
 /** How the catalog's snapshots are stored, from the header of one of their chunks: null when it lists none, or that chunk cannot be read. */
-async function howSnapshotsAreStored(catalog: Catalog, backend: StoreBackend): Promise<'plaintext' | 'encrypted' | null> {
+async function howSnapshotsAreStored(catalog: Catalog, backend: StoreBackend): Promise<SnapshotStorage> {
   const [snapshot] = catalog.listSnapshots({ limit: 1 });
   if (!snapshot) return null;
   for (const artifact of catalog.artifactsOf(snapshot.id)) {
