@@ -5,10 +5,12 @@
 //
 //   node bench/ab.mjs --phase restore --corpus DIR --a BUILD_A --b BUILD_B [--rounds 3] [--out DIR]
 //   node bench/ab.mjs --phase backup  --corpus DIR --a BUILD_A --b BUILD_B [--rounds 3] [--out DIR]
+//   node bench/ab.mjs --phase unchanged --corpus DIR --a BUILD_A --b BUILD_B [--rounds 3] [--out DIR]
 //   node bench/ab.mjs --snapshot DIR   (copies the current build, after `pnpm build`, to DIR: one side of an A/B)
 //
 // restore: each build backs the corpus up once, then restores it `rounds` times, the builds taking turns.
 // backup: each round, each build backs the corpus up into a fresh server and agent (a first backup every time).
+// unchanged: each build backs the corpus up once, then again `rounds` times (nothing changed), the builds taking turns.
 import { rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { output, readThrough, settleFileCreation } from './measure.mjs';
@@ -21,11 +23,11 @@ if (args.snapshot) {
   process.exit(0);
 }
 if (args.help || args.h) {
-  process.stdout.write('usage: node bench/ab.mjs --phase restore|backup --corpus DIR --a BUILD_A --b BUILD_B [--rounds 3] [--out DIR]\n       node bench/ab.mjs --snapshot DIR\n');
+  process.stdout.write('usage: node bench/ab.mjs --phase restore|backup|unchanged --corpus DIR --a BUILD_A --b BUILD_B [--rounds 3] [--out DIR]\n       node bench/ab.mjs --snapshot DIR\n');
   process.exit(0);
 }
-if (!args.corpus || !args.a || !args.b || !['backup', 'restore'].includes(args.phase ?? 'restore')) {
-  process.stderr.write('usage: node bench/ab.mjs --phase restore|backup --corpus DIR --a BUILD_A --b BUILD_B [--rounds 3] [--out DIR]\n');
+if (!args.corpus || !args.a || !args.b || !['backup', 'restore', 'unchanged'].includes(args.phase ?? 'restore')) {
+  process.stderr.write('usage: node bench/ab.mjs --phase restore|backup|unchanged --corpus DIR --a BUILD_A --b BUILD_B [--rounds 3] [--out DIR]\n');
   process.exit(2);
 }
 const phase = args.phase ?? 'restore';
@@ -72,6 +74,14 @@ if (phase === 'backup') {
     }
     for (let round = 0; round < rounds; round++) {
       for (const name of order(round)) {
+        if (phase === 'unchanged') {
+          readThrough(corpus);
+          await output('sync', []);
+          const r = await tools[name].backup('corpus', corpus);
+          results[name].push(r);
+          say(`${name}: unchanged backup ${describe(r)}`);
+          continue;
+        }
         const target = join(out, `restore-${name}`);
         rmSync(target, { recursive: true, force: true });
         await settleFileCreation(out);

@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream';
-import { chunkListDigest, DOWNLOAD_WINDOW, DOWNLOAD_WINDOW_BYTES, GarbageMeter, LifeboatError, newTransferId, type ArtifactForRestore, type ChunkKeys } from '@lifeboat/shared';
+import { chunkListDigest, usedPart, DOWNLOAD_WINDOW, DOWNLOAD_WINDOW_BYTES, GarbageMeter, LifeboatError, newTransferId, type ArtifactForRestore, type ChunkKeys } from '@lifeboat/shared';
 import { acquireCodec } from './codec-pool.js';
 import type { ServerLink, TransferMessage } from './link.js';
 import type { JobContext } from './sources/source.js';
@@ -61,11 +61,12 @@ export function downloadArtifact(link: ServerLink, artifact: ArtifactForRestore,
       const last = --entry.count === 0;
       if (last) arrived.delete(ref.id);
       nextToEmit++;
-      emittedBytes += entry.data.length;
+      const used = usedPart(entry.data, ref);
+      emittedBytes += used.length;
       ctx.progress('restoring', emittedBytes, artifact.size);
       // The consumer may move what it is given once done with it (extract.ts): a chunk the artifact holds again
       // later is handed as a copy until its last use.
-      wantMore = stream.push(last ? entry.data : Buffer.from(entry.data));
+      wantMore = stream.push(last ? used : Buffer.from(used));
     }
     if (nextToEmit === chunks.length) {
       if (emittedBytes !== artifact.size) {

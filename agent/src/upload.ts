@@ -12,6 +12,8 @@ import {
   UPLOAD_WINDOW_BYTES,
   type ArtifactMetadata,
   type ChunkRef,
+  type ChunkUse,
+  usedBytes,
   type RepositoryKeys,
   type EncodedChunk,
 } from '@lifeboat/shared';
@@ -239,10 +241,10 @@ export async function uploadArtifact(
     // Reused chunks follow a segment end: the chunker is empty, and they go in stream order.
     while (encoding.length) await offer(await nextEncoded());
     for (const ref of piece.chunks) {
-      size += ref.size;
+      size += usedBytes(ref);
       chunks++;
-      listDigest.add(ref.id, ref.size);
-      reused.push({ id: ref.id, size: ref.size });
+      listDigest.add(ref);
+      reused.push(ref.offset === undefined ? { id: ref.id, size: ref.size } : { id: ref.id, size: ref.size, offset: ref.offset, length: ref.length! });
       if (reused.length >= MAX_CHUNK_QUERY) sendReused();
     }
     ctx.progress('uploading', size);
@@ -252,7 +254,7 @@ export async function uploadArtifact(
    * Chunks the files cache reused, which the server confirmed it holds (chunks.query): gathered and sent in
    * batches with nothing to wait for, ahead of the next offer so the server sees the artifact in order.
    */
-  let reused: ChunkRef[] = [];
+  let reused: ChunkUse[] = [];
   const sendReused = () => {
     if (reused.length === 0) return;
     // Offers made before these chunks go first: the server takes the artifact's chunks in the order they come.
@@ -276,7 +278,7 @@ export async function uploadArtifact(
   const offer = async (chunk: OfferedChunk) => {
     sendReused();
     garbage.add(chunk.size + chunk.stored.length);
-    listDigest.add(chunk.id, chunk.size);
+    listDigest.add(chunk);
     // A window by count and by bytes: one chunk may always go, however large.
     await waitUntil(() => unsettled === 0 || (unsettled < UPLOAD_WINDOW && unsettledBytes + chunk.size <= UPLOAD_WINDOW_BYTES));
     unsettled++;

@@ -87,7 +87,7 @@ export function backupDriver(catalog: Catalog, backend: StoreBackend, clock: () 
         const list = new ChunkListDigest();
         for (const piece of pieces) {
           const chunk = encodeChunk(piece, { level: 3, keys: options.keys ?? null });
-          list.add(chunk.id, chunk.size);
+          list.add(chunk);
           const from = sent.length;
           jobs.onChunksOffer(agentId, { uploadId, chunks: [{ id: chunk.id, size: chunk.size }] });
           const answer = await answerFor(uploadId, chunk.id, from);

@@ -17,7 +17,8 @@ import {
   snapshotManifestKey,
   UPLOAD_WINDOW,
   type AgentMessages,
-  type ChunkRef,
+  type ChunkUse,
+  usedBytes,
   type ErrorCode,
   type Logger,
   type PayloadOf,
@@ -48,7 +49,7 @@ interface Upload {
   name: string;
   size: number;
   /** The artifact's chunks in order, as offered (an offered chunk the store lacks is in `wanted` until it arrives). */
-  chunks: ChunkRef[];
+  chunks: ChunkUse[];
   /** Chunks asked for and not yet received: how many times each is still expected, and its plaintext size. */
   wanted: Map<string, { count: number; size: number }>;
   /** Offers and frames are handled strictly in arrival order, one at a time. */
@@ -408,7 +409,7 @@ export class JobService {
         return;
       }
       upload.chunks.push(chunk);
-      upload.size += chunk.size;
+      upload.size += usedBytes(chunk);
     }
   }
 

@@ -53,21 +53,28 @@ export function chunkId(plain: Uint8Array, keys?: ChunkKeys | null): string {
 }
 
 /**
- * What an artifact records as its SHA-256: a digest of its ordered chunk list (each id and plain size). Every
- * restore checks each chunk's bytes against its id, so this pins the whole stream as well as a hash of its bytes
- * would, and a backup can compute it for chunks it reused without reading them.
+ * What an artifact records as its SHA-256: a digest of its ordered chunk list (each id and plain size, and a
+ * slice's offset and length). Every restore checks each chunk's bytes against its id, so this pins the whole
+ * stream as well as a hash of its bytes would, and a backup can compute it for chunks it reused without reading them.
  */
-export function chunkListDigest(chunks: Iterable<{ id: string; size: number }>): string {
+export function chunkListDigest(chunks: Iterable<ChunkListEntry>): string {
   const digest = new ChunkListDigest();
-  for (const c of chunks) digest.add(c.id, c.size);
+  for (const c of chunks) digest.add(c);
   return digest.digest();
 }
 
-/** chunkListDigest, fed one chunk at a time. */
+interface ChunkListEntry {
+  id: string;
+  size: number;
+  offset?: number | undefined;
+  length?: number | undefined;
+}
+
+/** chunkListDigest, fed one chunk at a time. A whole chunk's line is as it was before slices existed. */
 export class ChunkListDigest {
   private readonly hash = createHash('sha256').update('lifeboat chunk list v1\n');
-  add(id: string, size: number): void {
-    this.hash.update(`${id} ${size}\n`);
+  add(c: ChunkListEntry): void {
+    this.hash.update(c.offset === undefined ? `${c.id} ${c.size}\n` : `${c.id} ${c.size} ${c.offset}+${c.length}\n`);
   }
   digest(): string {
     return this.hash.digest('hex');

@@ -2,6 +2,7 @@ export * from './api.js';
 export * from './chunker.js';
 export * from './cli-io.js';
 export * from './chunk-codec.js';
+export * from './chunk-slices.js';
 export * from './config.js';
 export * from './duration.js';
 export * from './errors.js';

@@ -56,11 +56,23 @@ describe('snapshot manifests', () => {
     const good = encodeSnapshotManifest(buildSnapshotManifest(input));
     expect(readSnapshotManifest(good.subarray(0, 40))).toEqual({ ok: false, problems: ['not valid JSON (truncated or damaged)'] });
     expect(readSnapshotManifest(good, 'snapshots/snap_other.json')).toMatchObject({ ok: false, problems: [expect.stringMatching(/names snapshot snap_abc/)] });
-    const future = JSON.stringify({ ...JSON.parse(good.toString()), format: 2 });
-    expect(readSnapshotManifest(Buffer.from(future))).toMatchObject({ ok: false, problems: [expect.stringMatching(/format 2 is not 1/)] });
+    const future = JSON.stringify({ ...JSON.parse(good.toString()), format: 3 });
+    expect(readSnapshotManifest(Buffer.from(future))).toMatchObject({ ok: false, problems: [expect.stringMatching(/format 3 is not one this Lifeboat reads \(1, 2\)/)] });
     const reordered = JSON.parse(good.toString());
     reordered.artifacts[0].step = 1;
     expect(readSnapshotManifest(Buffer.from(JSON.stringify(reordered)))).toMatchObject({ ok: false, problems: [expect.stringMatching(/steps run 0, 1, 2/)] });
+  });
+
+  it('are format 1 without slices of chunks, so older versions still read them, and format 2 with', () => {
+    expect(buildSnapshotManifest(input).format).toBe(1);
+    const sliced = { ...input, artifacts: [{ ...input.artifacts[0]!, size: 14, chunks: [{ id: id('b'), size: 10, offset: 2, length: 4 }, { id: id('b'), size: 10 }] }] };
+    const manifest = buildSnapshotManifest(sliced);
+    expect(manifest.format).toBe(2);
+    expect(readSnapshotManifest(encodeSnapshotManifest(manifest))).toEqual({ ok: true, manifest, problems: [] });
+    // A slice counts its length, not its chunk's size; a format 1 manifest with a slice is refused on reading.
+    expect(() => buildSnapshotManifest({ ...sliced, artifacts: [{ ...sliced.artifacts[0]!, size: 20 }] })).toThrow(/does not validate/);
+    const downgraded = JSON.stringify({ ...manifest, format: 1 });
+    expect(readSnapshotManifest(Buffer.from(downgraded))).toMatchObject({ ok: false, problems: [expect.stringMatching(/lists slices of chunks, which format 1 has not/)] });
   });
 
   it('stay usable when only the plan no longer validates', () => {

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { LifeboatError } from './errors.js';
 import { Plan, listIssues } from './plan.js';
+import { usedBytes } from './chunk-slices.js';
 import { artifactFields } from './protocol.js';
 
 /**
@@ -32,16 +33,22 @@ export function snapshotIdOfKey(key: string): string | null {
   return match ? match[1]! : null;
 }
 
-export const MANIFEST_FORMAT = 1;
+/**
+ * 1: every chunk list entry is a whole chunk. 2: some use a slice of a chunk (protocol.ts ChunkUse), which an
+ * older Lifeboat must not read as whole chunks. A manifest is written as 1 when it has no slice, so older
+ * versions can still read it.
+ */
+export const MANIFEST_FORMAT = 2;
+const MANIFEST_FORMATS = [1, 2] as const;
 
 /** An artifact as its snapshot's manifest records it: the same facts the catalog keeps, chunk list included. */
 export const ManifestArtifact = z
   .object({ id: z.string().min(1).max(100), ...artifactFields })
-  .refine((a) => a.chunks.reduce((n, c) => n + c.size, 0) === a.size, { message: 'the chunk sizes do not add up to the artifact size', path: ['size'] });
+  .refine((a) => a.chunks.reduce((n, c) => n + usedBytes(c), 0) === a.size, { message: 'the chunk sizes do not add up to the artifact size', path: ['size'] });
 export type ManifestArtifact = z.infer<typeof ManifestArtifact>;
 
 const manifestShape = {
-  format: z.literal(MANIFEST_FORMAT),
+  format: z.union([z.literal(1), z.literal(2)]),
   snapshotId: z.string().regex(/^[A-Za-z0-9_-]{1,100}$/),
   planId: z.string().min(1),
   agentId: z.string().min(1),
@@ -54,9 +61,12 @@ const manifestShape = {
   artifacts: z.array(ManifestArtifact).min(1),
 };
 
-function artifactsInOrder(m: { artifacts: { step: number }[] }, ctx: z.RefinementCtx): void {
+function artifactsInOrder(m: { format: number; artifacts: { step: number; chunks: { offset?: number | undefined }[] }[] }, ctx: z.RefinementCtx): void {
   m.artifacts.forEach((a, i) => {
     if (a.step !== i) ctx.addIssue({ code: 'custom', path: ['artifacts', i, 'step'], message: `artifact ${i} has step ${a.step}; steps run 0, 1, 2… in order` });
+    if (m.format < 2 && a.chunks.some((c) => c.offset !== undefined)) {
+      ctx.addIssue({ code: 'custom', path: ['artifacts', i, 'chunks'], message: `artifact ${i} lists slices of chunks, which format ${m.format} has not` });
+    }
   });
 }
 
@@ -76,7 +86,8 @@ export type SnapshotManifestInput = Omit<SnapshotManifest, 'format' | 'artifacts
 
 /** Validates what is about to be written, so the store never holds a manifest rebuild or restore cannot read. */
 export function buildSnapshotManifest(input: SnapshotManifestInput): SnapshotManifest {
-  const parsed = SnapshotManifest.safeParse({ format: MANIFEST_FORMAT, ...input });
+  const sliced = input.artifacts.some((a) => a.chunks.some((c) => c.offset !== undefined));
+  const parsed = SnapshotManifest.safeParse({ format: sliced ? 2 : 1, ...input });
   if (!parsed.success) throw new LifeboatError('internal', `snapshot ${input.snapshotId}: its manifest does not validate`, listIssues(parsed.error).slice(0, 10));
   return parsed.data;
 }
@@ -101,8 +112,8 @@ export function readSnapshotManifest(bytes: Buffer, key?: string): ReadManifest 
     return { ok: false, problems: ['not valid JSON (truncated or damaged)'] };
   }
   const format = (raw as { format?: unknown } | null)?.format;
-  if (typeof raw === 'object' && raw !== null && format !== MANIFEST_FORMAT) {
-    return { ok: false, problems: [`manifest format ${JSON.stringify(format)} is not ${MANIFEST_FORMAT}; a newer Lifeboat may read it`] };
+  if (typeof raw === 'object' && raw !== null && !(MANIFEST_FORMATS as readonly unknown[]).includes(format)) {
+    return { ok: false, problems: [`manifest format ${JSON.stringify(format)} is not one this Lifeboat reads (${MANIFEST_FORMATS.join(', ')}); a newer Lifeboat may read it`] };
   }
   const parsed = ManifestWithAnyPlan.safeParse(raw);
   if (!parsed.success) return { ok: false, problems: listIssues(parsed.error).slice(0, 10) };

@@ -13,8 +13,9 @@ import { EncryptionSettings } from './keys.js';
  * 2: chunks.reused, and chunk ids from the content-only chunker (the store holds packs).
  * 3: offers, answers and acknowledgements in batches (chunks.offer, chunks.answer, chunks.ack).
  * 4: plans carry `compression` (an agent of 3 would refuse every plan it is sent, strict as plans are).
+ * 5: chunk lists may use part of a chunk (ChunkUse: `offset`, `length`), which an agent of 4 could not restore.
  */
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 /** Chunk ids per chunks.query. */
 export const MAX_CHUNK_QUERY = 4096;
 
@@ -47,6 +48,22 @@ export type ToolInfo = z.infer<typeof ToolInfo>;
 
 export const ChunkRef = z.object({ id: Sha256Hex, size: z.number().int().min(0).max(MAX_CHUNK_BYTES) });
 export type ChunkRef = z.infer<typeof ChunkRef>;
+
+/**
+ * A chunk as an artifact's list uses it: whole, or one slice of its plaintext (`offset`, `length`; `size` stays
+ * the whole chunk's). Slices let a backup keep the unchanged files of a group of small files from the chunk that
+ * stored them, and store only the changed ones anew (agent/src/archive/tar-writer.ts). A slice is always part
+ * of its chunk, never all of it: a reader that knew no slices would then find the sizes not adding up, and refuse.
+ */
+export const ChunkUse = ChunkRef.extend({
+  offset: z.number().int().min(0).max(MAX_CHUNK_BYTES).optional(),
+  length: z.number().int().min(1).max(MAX_CHUNK_BYTES).optional(),
+}).superRefine((c, ctx) => {
+  if ((c.offset === undefined) !== (c.length === undefined)) ctx.addIssue({ code: 'custom', message: 'a slice of a chunk needs both offset and length' });
+  else if (c.offset !== undefined && c.offset + c.length! > c.size) ctx.addIssue({ code: 'custom', message: `the slice ${c.offset}+${c.length} ends past the chunk's ${c.size} bytes` });
+  else if (c.offset !== undefined && c.length === c.size) ctx.addIssue({ code: 'custom', message: 'a slice covering the whole chunk must be listed as the chunk' });
+});
+export type ChunkUse = z.infer<typeof ChunkUse>;
 
 /** What a files artifact records about the tree it archived. */
 export const FilesMetadata = z.object({
@@ -122,7 +139,7 @@ export type MetadataOf<K extends ArtifactKind> = Extract<ArtifactMetadata, { kin
 export const ArtifactKind = z.enum(['files', 'postgres', 'postgres-globals', 'mysql', 'sqlite', 'command']);
 export type ArtifactKind = z.infer<typeof ArtifactKind>;
 
-export const ChunkList = z.array(ChunkRef);
+export const ChunkList = z.array(ChunkUse);
 
 /** What is known of a stored artifact, wherever it is described: its place, kind, size, hash, metadata and chunks. */
 export const artifactFields = {
@@ -218,7 +235,7 @@ export const AgentMessages = {
    * The next chunks of the artifact, in order, reused unread from the files cache: each one this job's
    * chunks.query found in the store (and so claimed). Nothing is sent back; a chunk not claimed fails the upload.
    */
-  'chunks.reused': z.object({ uploadId: z.uuid(), chunks: z.array(ChunkRef).min(1).max(MAX_CHUNK_QUERY) }),
+  'chunks.reused': z.object({ uploadId: z.uuid(), chunks: z.array(ChunkUse).min(1).max(MAX_CHUNK_QUERY) }),
   'artifact.end': z.object({
     jobId: z.string(),
     uploadId: z.uuid(),

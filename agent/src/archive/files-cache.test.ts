@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ContentDefinedChunker, type ChunkRef } from '@lifeboat/shared';
+import { ContentDefinedChunker, usedPart, type ChunkRef, type ChunkUse } from '@lifeboat/shared';
 import { fakeJobContext } from '../sources/test-context.suite.js';
 import { walkOrder } from './files-cache.js';
 import { archivePaths } from './tar-writer.js';
@@ -20,7 +20,7 @@ const store = new Map<string, Buffer>();
 interface Run {
   /** The archive's bytes, put back together from the chunks (reused ones from the "store"). */
   bytes: Buffer;
-  chunks: ChunkRef[];
+  chunks: ChunkUse[];
   filesRead: number;
   filesReused: number;
   warnings: string[];
@@ -39,7 +39,7 @@ async function backUp(paths: string[], cacheFile: string, options: { absent?: (i
   const archive = await archivePaths(paths, [], ctx);
   const chunker = new ContentDefinedChunker();
   const parts: Buffer[] = [];
-  const chunks: ChunkRef[] = [];
+  const chunks: ChunkUse[] = [];
   let segment: ChunkRef[] = [];
   const take = (plain: Buffer) => {
     const ref = { id: createHash('sha256').update(plain).digest('hex'), size: plain.length };
@@ -56,7 +56,7 @@ async function backUp(paths: string[], cacheFile: string, options: { absent?: (i
       segment = [];
     } else {
       for (const ref of piece.chunks) {
-        parts.push(store.get(ref.id)!);
+        parts.push(usedPart(store.get(ref.id)!, ref));
         chunks.push(ref);
       }
     }
@@ -65,6 +65,16 @@ async function backUp(paths: string[], cacheFile: string, options: { absent?: (i
   await archive.metadata;
   await archive.settle(options.stored ?? true);
   return { bytes: Buffer.concat(parts), chunks, ...archive.reads, warnings: t.warnings };
+}
+
+/**
+ * Bytes of chunks `later` lists that `earlier` did not, before the last chunk: what its backup added to the store
+ * for the tree (the last chunk holds the per-file manifest, which changes with any file).
+ */
+function newBytes(earlier: Run, later: Run): number {
+  const known = new Set(earlier.chunks.map((c) => c.id));
+  const added = new Map(later.chunks.slice(0, -1).filter((c) => !known.has(c.id)).map((c) => [c.id, c.size]));
+  return [...added.values()].reduce((n, size) => n + size, 0);
 }
 
 function tree(root: string): void {
@@ -108,7 +118,55 @@ describe('files cache', () => {
     expect(edited.filesRead).toBeLessThan(200);
     const full = await backUp([src], path.join(base, 'edit-none.cache'));
     expect(edited.bytes.equals(full.bytes)).toBe(true);
-    expect(edited.chunks).toEqual(full.chunks);
+  });
+
+  it('keeps the unchanged files of a changed group from the chunks that stored them, and stores only the changed ones', async () => {
+    const src = path.join(base, 'keep');
+    tree(src);
+    const cache = path.join(base, 'keep.cache');
+    const first = await backUp([src], cache);
+    const edit = (name: string, text: string) => fs.appendFileSync(path.join(src, 'dir-07', name), text);
+
+    edit('file-3.txt', 'one more line\n');
+    const second = await backUp([src], cache);
+    // The edited file alone is read; its neighbours are slices of the chunk their group was stored in.
+    expect(second.filesRead).toBe(1);
+    expect(second.chunks.some((c) => c.offset !== undefined)).toBe(true);
+    // New bytes: the file's header (and a pax header when its mtime has a fraction) and padded content, not its group (tens of KiB).
+    expect(newBytes(first, second)).toBeLessThanOrEqual(4096);
+    expect(second.bytes.equals((await backUp([src], path.join(base, 'keep-full-1.cache'))).bytes)).toBe(true);
+
+    // Another file of the same group: slices of a list that already has slices.
+    edit('file-5.txt', 'and another\n');
+    const third = await backUp([src], cache);
+    expect(third.filesRead).toBe(1);
+    expect(newBytes(second, third)).toBeLessThanOrEqual(4096);
+    expect(third.bytes.equals((await backUp([src], path.join(base, 'keep-full-2.cache'))).bytes)).toBe(true);
+
+    // Unchanged now: every group reused whole, slices included, nothing read.
+    const fourth = await backUp([src], cache);
+    expect(fourth.filesRead).toBe(0);
+    expect(fourth.chunks).toEqual(third.chunks);
+    expect(fourth.bytes.equals(third.bytes)).toBe(true);
+
+    // A new file between kept ones, and a removed one.
+    fs.writeFileSync(path.join(src, 'dir-07', 'file-30a.txt'), 'new\n');
+    fs.rmSync(path.join(src, 'dir-07', 'file-33.txt'));
+    const fifth = await backUp([src], cache);
+    expect(fifth.filesRead).toBe(1);
+    expect(fifth.bytes.equals((await backUp([src], path.join(base, 'keep-full-3.cache'))).bytes)).toBe(true);
+  });
+
+  it('reads a changed group whole again rather than list it in many pieces', async () => {
+    const src = path.join(base, 'fragments');
+    tree(src);
+    const cache = path.join(base, 'fragments.cache');
+    await backUp([src], cache);
+    // Every other file of a directory: kept and changed files alternate, more pieces than a group may have.
+    for (let f = 0; f < 50; f += 2) fs.appendFileSync(path.join(src, 'dir-04', `file-${f}.txt`), 'x');
+    const edited = await backUp([src], cache);
+    expect(edited.filesRead).toBeGreaterThan(25);
+    expect(edited.bytes.equals((await backUp([src], path.join(base, 'fragments-full.cache'))).bytes)).toBe(true);
   });
 
   it('notices a change that keeps size and mtime (the ctime moves), and a metadata change', async () => {

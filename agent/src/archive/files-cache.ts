@@ -1,7 +1,7 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
-import { ChunkRef, Sha256Hex, type Logger } from '@lifeboat/shared';
+import { ChunkUse, Sha256Hex, slicesOf, type Logger } from '@lifeboat/shared';
 
 /**
  * The files cache, as restic and borg keep one: what the previous backup of this plan step made of each
@@ -19,7 +19,7 @@ import { ChunkRef, Sha256Hex, type Logger } from '@lifeboat/shared';
  */
 
 /** Bump when the segmenting or the key changes: an old cache is then simply not used. */
-const FORMAT = 'lifeboat files cache v1';
+const FORMAT = 'lifeboat files cache v2';
 
 const CacheHeader = z.object({ format: z.literal(FORMAT), identity: z.string() });
 
@@ -41,10 +41,40 @@ const SegmentRecord = z.object({
   root: z.number().int().min(0),
   first: z.string(),
   key: Sha256Hex,
-  chunks: z.array(ChunkRef).min(1),
+  chunks: z.array(ChunkUse).min(1),
   manifest: z.array(ManifestLine),
+  /**
+   * A group of small entries only: each manifest line's entry as `key:bytes` (entryKey in tar-writer.ts, and its
+   * bytes in the segment, header and padding included), comma-separated, in the manifest's order. An empty key is
+   * an entry that may not be reused alone. Read only when the group changed, to keep its unchanged entries.
+   */
+  entries: z.string().optional(),
 });
 export type SegmentRecord = z.infer<typeof SegmentRecord>;
+
+/** An entry of an earlier group that can be kept as it was stored: where its bytes are, and its manifest line. */
+export interface StoredEntry {
+  key: string;
+  line: ManifestLine;
+  chunks: ChunkUse[];
+}
+
+/** The entries of a group record, by path, with the slices of the record's chunks that hold their bytes. */
+export function storedEntries(record: SegmentRecord, into: Map<string, StoredEntry>): void {
+  if (!record.entries) return;
+  const items = record.entries.split(',');
+  if (items.length !== record.manifest.length) return;
+  let offset = 0;
+  for (const [i, item] of items.entries()) {
+    const colon = item.indexOf(':');
+    const key = item.slice(0, colon);
+    const bytes = Number(item.slice(colon + 1));
+    if (colon < 0 || !Number.isSafeInteger(bytes) || bytes < 0) return;
+    const chunks = key === '' ? [] : slicesOf(record.chunks, offset, bytes);
+    if (chunks.length > 0) into.set(record.manifest[i]!.path, { key, line: record.manifest[i]!, chunks });
+    offset += bytes;
+  }
+}
 
 export interface FilesCacheOptions {
   /** The cache file of this plan step on this agent. */
@@ -131,13 +161,35 @@ export class FilesCache {
     return record;
   }
 
+  /**
+   * The entries of the previous backup's records around the group from `first` to `last` (a group that changed),
+   * by path, whose chunks are all still stored: what of the group may be kept without reading it again.
+   */
+  entriesAround(root: number, first: string, last: string): Map<string, StoredEntry> {
+    const found = new Map<string, StoredEntry>();
+    if (!this.old) return found;
+    let records: SegmentRecord[];
+    try {
+      records = this.old.covering(root, first, last);
+    } catch (err) {
+      this.options.log.warn(`files cache ${this.options.file} is damaged, the rest of the files are read: ${(err as Error).message}`);
+      this.old.close();
+      this.old = null;
+      return found;
+    }
+    for (const record of records) {
+      if (!record.chunks.some((c) => this.absentChunks.has(c.id))) storedEntries(record, found);
+    }
+    return found;
+  }
+
   /** Remembers a segment for the next backup; `chunks` settles once its bytes were cut and hashed. */
-  record(root: number, first: string, key: string, chunks: Promise<ChunkRef[]>, manifest: ManifestLine[]): void {
+  record(root: number, first: string, key: string, chunks: Promise<ChunkUse[]>, manifest: ManifestLine[], entries?: string): void {
     this.tail = this.tail.then(async () => {
       if (this.failed) return;
       try {
         const refs = await chunks;
-        if (refs.length > 0) this.write(JSON.stringify({ root, first, key, chunks: refs, manifest }) + '\n');
+        if (refs.length > 0) this.write(JSON.stringify({ root, first, key, chunks: refs, manifest, ...(entries !== undefined ? { entries } : {}) }) + '\n');
       } catch {
         this.failed = true;
       }
@@ -196,6 +248,8 @@ class RecordCursor {
   private buffer = Buffer.alloc(0);
   private eof = false;
   private current: SegmentRecord | null = null;
+  /** The last record passed: it holds the entries after its first up to the next record's first. */
+  private previous: SegmentRecord | null = null;
 
   private constructor(private fd: number | null) {}
 
@@ -248,8 +302,29 @@ class RecordCursor {
       if (order > 0) return null;
       const record = this.current;
       this.current = null;
+      this.previous = record;
       if (order === 0) return record;
     }
+  }
+
+  /** The records that may hold entries from (root, first) to (root, last) in walk order: the one before, and those starting within. */
+  covering(root: number, first: string, last: string): SegmentRecord[] {
+    const records: SegmentRecord[] = [];
+    for (;;) {
+      if (!this.current) this.current = this.next();
+      if (!this.current || walkOrder(this.current.root, this.current.first, root, first) > 0) break;
+      this.previous = this.current;
+      this.current = null;
+    }
+    if (this.previous && this.previous.root === root) records.push(this.previous);
+    for (;;) {
+      if (!this.current) this.current = this.next();
+      if (!this.current || walkOrder(this.current.root, this.current.first, root, last) > 0) break;
+      this.previous = this.current;
+      this.current = null;
+      records.push(this.previous);
+    }
+    return records;
   }
 
   close(): void {

@@ -6,10 +6,10 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { Minimatch } from 'minimatch';
 import { Header, Pax, type HeaderData } from 'tar';
-import { FILE_SEGMENT, GarbageMeter, LifeboatError, type ArtifactMetadata } from '@lifeboat/shared';
+import { appendChunkUse, FILE_SEGMENT, GarbageMeter, LifeboatError, usedBytes, type ArtifactMetadata, type ChunkUse } from '@lifeboat/shared';
 import { abortReason, fsReason, isCode, isFsError, shown, throttled } from '../fs-errors.js';
 import type { JobContext, StreamPiece } from '../sources/source.js';
-import { FilesCache, type ManifestLine, type SegmentRecord } from './files-cache.js';
+import { FilesCache, type ManifestLine, type SegmentRecord, type StoredEntry } from './files-cache.js';
 
 /**
  * The backup half of the files source: walks the listed paths and produces their tar stream.
@@ -291,17 +291,40 @@ function listDirectory(p: string, a: Archiver): string[] {
   return names.sort();
 }
 
+/** What decides a file's content, beside its header: its identity and times (restic's and borg's test of a change). */
+function contentIdentity(info: Stats): string {
+  return `${info.dev}:${info.ino}:${info.size}:${info.mtimeMs}:${info.ctimeMs}\n`;
+}
+
 /** What decides a segment's bytes: each entry's header, and for a file the identity and times of its content. */
 class SegmentKey {
   private readonly hash = createHash('sha256');
   add(header: Buffer, info: Stats | null): void {
     this.hash.update(header);
-    if (info) this.hash.update(`${info.dev}:${info.ino}:${info.size}:${info.mtimeMs}:${info.ctimeMs}\n`);
+    if (info) this.hash.update(contentIdentity(info));
   }
   digest(): string {
     return this.hash.digest('hex');
   }
 }
+
+/** The same for one entry of a group (128 bits of it): the files cache keeps an unchanged entry of a changed group by it. */
+function entryKey(header: Buffer, info: Stats | null): string {
+  const hash = createHash('sha256').update(header);
+  if (info) hash.update(contentIdentity(info));
+  return hash.digest('hex').slice(0, 32);
+}
+
+/**
+ * When a group changed, its unchanged entries are kept from the chunks that stored them (slices of chunks,
+ * protocol.ts ChunkUse) and only the changed ones are read and stored anew: an edited 4 KiB file then costs its
+ * own bytes, not its whole group's. A group is read whole again instead (one new chunk, no slices) when keeping
+ * would list it in more than `maxPieces` pieces, or keep less than `minKeptShare` of its bytes. The pieces bound
+ * how finely a group fragments over many backups, and so how much of the chunks it keeps from is dead weight
+ * (the bytes of replaced files, which stay stored while any snapshot uses their chunk): each file edited in a
+ * group adds up to two pieces, so after a few the group is stored whole again.
+ */
+const KEEP_ENTRIES = { maxPieces: 8, minKeptShare: 0.5 } as const;
 
 /**
  * Small entries (directories, links, files under FILE_SEGMENT.largeFile) gathered into one segment. A group
@@ -326,7 +349,6 @@ class SmallEntryGroup {
 
   async *flush(a: Archiver): AsyncGenerator<StreamPiece> {
     const entries = this.entries;
-    const bytes = this.bytes;
     if (entries.length === 0) return;
     this.entries = [];
     this.bytes = 0;
@@ -336,39 +358,132 @@ class SmallEntryGroup {
     const key = planned.digest();
     const reused = a.cache?.lookup(this.rootIndex, first, key);
     if (reused) return yield* reuse(this.rootIndex, reused, entries.filter((e) => e.kind === 'file').length, a);
-
-    const lines: ManifestLine[] = [];
-    const archived = new SegmentKey();
-    let cacheable = true;
-    const out = new SegmentBuffer(bytes);
-    for (const e of entries) {
-      if (a.signal.aborted) throw abortReason(a.signal);
-      out.planned -= plannedBytes(e);
-      if (e.kind === 'large-file-header') {
-        // Its content follows as the next segment, which counts the file and lists it in the manifest.
-        out.append(e.header);
-        archived.add(e.header, null);
-        continue;
-      }
-      if (e.kind !== 'file') {
-        out.append(e.header);
-        archived.add(e.header, null);
-        await note(a, lines, lineOf(e));
-        continue;
-      }
-      const read = readSmallFile(e, a, out);
-      a.filesRead++;
-      if (!read) {
-        cacheable = false;
-        continue;
-      }
-      archived.add(read.header, read.info);
-      cacheable &&= read.complete;
-      await note(a, lines, { path: e.path, type: 'file', size: read.info.size, sha256: read.sha256 });
-    }
-    yield* out.drain();
-    yield segmentEnd(a, this.rootIndex, first, cacheable ? archived.digest() : null, lines);
+    yield* writeGroup(this.rootIndex, entries, a.cache ? keptEntries(this.rootIndex, entries, a.cache) : null, a);
   }
+}
+
+/**
+ * Which entries of a changed group can be kept as stored (null for those to read), or null when the group is
+ * to be read whole (nothing to keep, or keeping would fragment it: KEEP_ENTRIES).
+ */
+function keptEntries(rootIndex: number, entries: readonly PlannedEntry[], cache: FilesCache): (StoredEntry | null)[] | null {
+  const lastListed = entries.findLast((e) => e.kind !== 'large-file-header');
+  if (!lastListed) return null;
+  // The large file a header announces is a segment of its own, after the group: its record is not looked at here.
+  const stored = cache.entriesAround(rootIndex, entries[0]!.path, lastListed.path);
+  if (stored.size === 0) return null;
+  const kept = entries.map((e) => {
+    if (e.kind === 'large-file-header') return null;
+    const known = stored.get(e.path);
+    return known && known.key === entryKey(e.header, e.kind === 'file' ? e.info : null) ? known : null;
+  });
+  // Each run of entries to read becomes a chunk; each run of kept ones, its slices (neighbours joined).
+  let pieces = 0;
+  let run: ChunkUse[] = [];
+  let keptBytes = 0;
+  for (const [i, k] of kept.entries()) {
+    if (!k) {
+      pieces += run.length;
+      run = [];
+      if (i === 0 || kept[i - 1]) pieces++;
+      continue;
+    }
+    for (const c of k.chunks) {
+      appendChunkUse(run, c);
+      keptBytes += usedBytes(c);
+    }
+  }
+  pieces += run.length;
+  const groupBytes = entries.reduce((n, e) => n + plannedBytes(e), 0);
+  if (keptBytes === 0 || pieces > KEEP_ENTRIES.maxPieces || keptBytes < groupBytes * KEEP_ENTRIES.minKeptShare) return null;
+  return kept;
+}
+
+/**
+ * A group's entries in the archive: those in `kept` as the slices of stored chunks that hold them, the others
+ * read (each run of them a segment of its own, so it becomes chunks of its own). The files cache records the
+ * group with each entry's key and size, so a later change to it can keep its unchanged entries in turn.
+ */
+async function* writeGroup(rootIndex: number, entries: readonly PlannedEntry[], kept: readonly (StoredEntry | null)[] | null, a: Archiver): AsyncGenerator<StreamPiece> {
+  const lines: ManifestLine[] = [];
+  const entryItems: string[] = [];
+  const archived = new SegmentKey();
+  let cacheable = true;
+  /** The group's chunk list in parts, in order: kept slices, and the chunks each run read became (once cut). */
+  const parts: (ChunkUse[] | Promise<ChunkUse[]> | null)[] = [];
+  let keptRun: ChunkUse[] = [];
+  let out: SegmentBuffer | null = null;
+  let toRead = entries.reduce((n, e, i) => n + (kept?.[i] ? 0 : plannedBytes(e)), 0);
+  const endRead = (): StreamPiece => {
+    const slot = parts.push(null) - 1;
+    out = null;
+    return { type: 'segment-end', onChunks: (chunks) => (parts[slot] = chunks) };
+  };
+  for (const [i, e] of entries.entries()) {
+    if (a.signal.aborted) throw abortReason(a.signal);
+    const k = kept?.[i];
+    if (k) {
+      if (out) {
+        yield* out.drain();
+        yield endRead();
+      }
+      for (const c of k.chunks) appendChunkUse(keptRun, c);
+      archived.add(e.header, e.kind === 'file' ? e.info : null);
+      entryItems.push(`${k.key}:${k.chunks.reduce((n, c) => n + usedBytes(c), 0)}`);
+      if (e.kind === 'file') a.filesReused++;
+      await note(a, lines, k.line);
+      continue;
+    }
+    if (keptRun.length > 0) {
+      // Reused chunks follow a segment end (the chunker is empty): they go in stream order.
+      yield { type: 'reused', chunks: keptRun };
+      parts.push(keptRun);
+      keptRun = [];
+    }
+    out ??= new SegmentBuffer(toRead);
+    toRead -= plannedBytes(e);
+    out.planned = toRead;
+    if (e.kind === 'large-file-header') {
+      // Its content follows as the next segment, which counts the file and lists it in the manifest.
+      out.append(e.header);
+      archived.add(e.header, null);
+      continue;
+    }
+    if (e.kind !== 'file') {
+      out.append(e.header);
+      archived.add(e.header, null);
+      entryItems.push(`${entryKey(e.header, null)}:${e.header.length}`);
+      await note(a, lines, lineOf(e));
+      continue;
+    }
+    const read = readSmallFile(e, a, out);
+    a.filesRead++;
+    if (!read) {
+      cacheable = false;
+      continue;
+    }
+    archived.add(read.header, read.info);
+    cacheable &&= read.complete;
+    entryItems.push(`${read.complete ? entryKey(read.header, read.info) : ''}:${read.bytes}`);
+    await note(a, lines, { path: e.path, type: 'file', size: read.info.size, sha256: read.sha256 });
+  }
+  if (keptRun.length > 0) {
+    yield { type: 'reused', chunks: keptRun };
+    parts.push(keptRun);
+  }
+  if (out) {
+    yield* out.drain();
+    yield endRead();
+  }
+  const cache = a.cache;
+  // Recorded once every part is known: a reader that never reports a segment's chunks leaves no record.
+  if (!cache || !cacheable || parts.some((part) => part === null)) return;
+  const chunks = Promise.all(parts as (ChunkUse[] | Promise<ChunkUse[]>)[]).then((all) => {
+    const list: ChunkUse[] = [];
+    for (const part of all) for (const c of part) appendChunkUse(list, c);
+    return list;
+  });
+  cache.record(rootIndex, entries[0]!.path, archived.digest(), chunks, lines, entryItems.join(','));
 }
 
 /** An entry's bytes in the archive as planned from its lstat: header, and a small file's padded content. */
@@ -441,7 +556,7 @@ function segmentEnd(a: Archiver, rootIndex: number, first: string, key: string |
 async function* reuse(rootIndex: number, record: SegmentRecord, files: number, a: Archiver): AsyncGenerator<StreamPiece> {
   for (const line of record.manifest) await note(a, [], line);
   a.filesReused += files;
-  a.cache!.record(rootIndex, record.first, record.key, Promise.resolve(record.chunks), record.manifest);
+  a.cache!.record(rootIndex, record.first, record.key, Promise.resolve(record.chunks), record.manifest, record.entries);
   yield { type: 'reused', chunks: record.chunks };
 }
 
@@ -474,6 +589,8 @@ interface ReadFile {
   header: Buffer;
   info: Stats;
   sha256: string;
+  /** Its bytes in the archive: header, content and padding. */
+  bytes: number;
   /** False when the file changed or could not be read whole (the archived copy is still the promised size). */
   complete: boolean;
 }
@@ -532,7 +649,7 @@ function readSmallFile(e: PlannedEntry, a: Archiver, out: SegmentBuffer): ReadFi
       complete = false;
     }
     out.commit(header.length + content.length);
-    return { header, info, sha256, complete };
+    return { header, info, sha256, bytes: header.length + content.length, complete };
   } finally {
     closeSync(fd);
   }
@@ -688,7 +805,7 @@ async function* reportProgress(source: AsyncIterable<StreamPiece>, ctx: JobConte
   let bytes = 0;
   for await (const piece of source) {
     if (Buffer.isBuffer(piece)) bytes += piece.length;
-    else if (piece.type === 'reused') for (const c of piece.chunks) bytes += c.size;
+    else if (piece.type === 'reused') for (const c of piece.chunks) bytes += usedBytes(c);
     report(bytes);
     yield piece;
   }

@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream';
-import { chunkListDigest, LifeboatError, type ChunkKeys, type ChunkReader, type ChunkRef } from '@lifeboat/shared';
+import { chunkListDigest, LifeboatError, usedPart, type ChunkKeys, type ChunkReader, type ChunkRef, type ChunkUse } from '@lifeboat/shared';
 import { acquireCodec, type ChunkCodec } from '../codec-pool.js';
 
 /** What reading an artifact from the store needs to know about it. */
@@ -9,7 +9,7 @@ export interface StoredArtifact {
   step: number;
   size: number;
   sha256: string;
-  chunks: readonly ChunkRef[];
+  chunks: readonly ChunkUse[];
 }
 
 export interface ReadArtifactOptions {
@@ -64,7 +64,7 @@ export function readArtifact(reader: ChunkReader, artifact: StoredArtifact, keys
           pending.catch(() => undefined);
           ahead.push(pending);
         }
-        const data = await ahead.shift()!;
+        const data = usedPart(await ahead.shift()!, artifact.chunks[index]!);
         emitted += data.length;
         options.onProgress?.(emitted);
         yield data;

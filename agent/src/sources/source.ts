@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import type { FilesCacheOptions } from '../archive/files-cache.js';
-import type { ArtifactForRestore, ArtifactKind, ArtifactMetadata, ChunkRef, Logger, RestoreTarget } from '@lifeboat/shared';
+import type { ArtifactForRestore, ArtifactKind, ArtifactMetadata, ChunkRef, ChunkUse, Logger, RestoreTarget } from '@lifeboat/shared';
 
 /** What a source may do while it runs: report, warn, and stop when the job is cancelled. */
 export interface JobContext {
@@ -32,7 +32,7 @@ export interface SegmentEnd {
 
 export interface ReusedChunks {
   type: 'reused';
-  chunks: readonly ChunkRef[];
+  chunks: readonly ChunkUse[];
 }
 
 /** One artifact's bytes as they are produced. */

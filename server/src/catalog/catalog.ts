@@ -1,5 +1,5 @@
 import { and, asc, count, desc, eq, getTableColumns, gt, inArray, sql, type SQL, type SQLWrapper } from 'drizzle-orm';
-import { LifeboatError, Plan, type JobStatus, type PackIndex, type Plan as PlanT } from '@lifeboat/shared';
+import { LifeboatError, Plan, type ChunkUse, type JobStatus, type PackIndex, type Plan as PlanT } from '@lifeboat/shared';
 import type { CatalogDb } from './db.js';
 import type { Statement } from 'better-sqlite3';
 import { agents, artifactChunks, artifacts, chunks, drills, enrollmentTokens, jobs, packs, plans, snapshots } from './schema.js';
@@ -20,7 +20,7 @@ export interface NewArtifact {
   size: number;
   sha256: string;
   metadata: unknown;
-  chunks: { id: string; size: number }[];
+  chunks: ChunkUse[];
 }
 
 export interface NewSnapshot {
@@ -272,7 +272,7 @@ export class Catalog {
         .run();
       // Batches keep each INSERT well under SQLite's bound-parameter limit.
       for (let i = 0; i < a.chunks.length; i += 200) {
-        const batch = a.chunks.slice(i, i + 200).map((c, j) => ({ artifactId: a.id, seq: i + j, chunkId: c.id, size: c.size }));
+        const batch = a.chunks.slice(i, i + 200).map((c, j) => ({ artifactId: a.id, seq: i + j, chunkId: c.id, size: c.size, sliceOffset: c.offset ?? null, sliceLength: c.length ?? null }));
         tx.insert(artifactChunks).values(batch).run();
       }
     }
@@ -299,13 +299,15 @@ export class Catalog {
     return this.db.select().from(artifacts).where(eq(artifacts.snapshotId, snapshotId)).orderBy(asc(artifacts.step)).all();
   }
 
-  chunksOf(artifactId: string): { id: string; size: number }[] {
+  /** An artifact's chunk list, in order; a slice keeps its offset and length (protocol.ts ChunkUse). */
+  chunksOf(artifactId: string): ChunkUse[] {
     return this.db
-      .select({ id: artifactChunks.chunkId, size: artifactChunks.size })
+      .select({ id: artifactChunks.chunkId, size: artifactChunks.size, offset: artifactChunks.sliceOffset, length: artifactChunks.sliceLength })
       .from(artifactChunks)
       .where(eq(artifactChunks.artifactId, artifactId))
       .orderBy(asc(artifactChunks.seq))
-      .all();
+      .all()
+      .map((c) => (c.offset === null ? { id: c.id, size: c.size } : { id: c.id, size: c.size, offset: c.offset, length: c.length! }));
   }
 
   countSnapshots(planId?: string): number {

@@ -88,7 +88,11 @@ export const artifactChunks = sqliteTable('artifact_chunks', {
   artifactId: text('artifact_id').notNull().references(() => artifacts.id, { onDelete: 'cascade' }),
   seq: integer('seq').notNull(),
   chunkId: text('chunk_id').notNull(),
+  /** The whole chunk's plaintext size, also when the artifact uses only a slice of it. */
   size: integer('size').notNull(),
+  /** A slice (protocol.ts ChunkUse): where in the chunk's plaintext, and how many bytes; null for the whole chunk. */
+  sliceOffset: integer('slice_offset'),
+  sliceLength: integer('slice_length'),
 }, (t) => [primaryKey({ columns: [t.artifactId, t.seq] }), index('artifact_chunks_chunk').on(t.chunkId)]);
 
 /**
