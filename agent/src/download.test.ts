@@ -1,17 +1,18 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { chunkListDigest, encodeChunk, type ArtifactForRestore } from '@lifeboat/shared';
+import { chunkListDigest, encodeChunk, usedBytes, usedPart, type ArtifactForRestore, type ChunkUse } from '@lifeboat/shared';
 import { downloadArtifact, handsOwnedChunks } from './download.js';
 import type { ServerLink, TransferHandler } from './link.js';
 import { fakeJobContext } from './sources/test-context.suite.js';
 
 /** A server that answers every chunk request with the stored chunks, in the order asked, all at once a moment later. */
-function fakeServer(stored: Map<string, Buffer>): ServerLink {
+function fakeServer(stored: Map<string, Buffer>, requested: string[] = []): ServerLink {
   let handler: TransferHandler | null = null;
   return {
     send(type, payload) {
       if (type !== 'chunk.request') return;
       const ids = (payload as { chunkIds: string[] }).chunkIds;
+      requested.push(...ids);
       setTimeout(() => ids.forEach((id) => handler?.onFrame?.(id, Buffer.from(stored.get(id)!))), 10);
     },
     sendBinary: async () => {},
@@ -48,5 +49,36 @@ describe('downloadArtifact', () => {
       structuredClone(chunk.buffer, { transfer: [chunk.buffer as ArrayBuffer] });
     }
     expect(Buffer.concat(read).equals(Buffer.concat(order.map((c) => plain.get(c.id)!)))).toBe(true);
+  });
+
+  it('restores slices of chunks, fetching a chunk once for the uses close together', async () => {
+    const a = encodeChunk(randomBytes(30_000), { level: 0 });
+    const b = encodeChunk(randomBytes(50_000), { level: 0 });
+    const chunks: ChunkUse[] = [
+      { id: a.id, size: a.size, offset: 0, length: 1000 },
+      { id: b.id, size: b.size },
+      { id: a.id, size: a.size, offset: 1500, length: 28_500 },
+      { id: b.id, size: b.size, offset: 49_999, length: 1 },
+    ];
+    const plain = new Map([a, b].map((c) => [c.id, c.stored.subarray(c.stored.length - c.size)]));
+    const artifact: ArtifactForRestore = {
+      artifactId: 'art_2',
+      step: 0,
+      kind: 'files',
+      name: '/srv',
+      size: chunks.reduce((n, c) => n + usedBytes(c), 0),
+      sha256: chunkListDigest(chunks),
+      metadata: { kind: 'files', paths: ['/srv'], entries: 0, files: 0, directories: 0, symlinks: 0, fileBytes: 0 },
+      chunks,
+    };
+    const requested: string[] = [];
+    const stream = downloadArtifact(fakeServer(new Map([a, b].map((c) => [c.id, c.stored])), requested), artifact, fakeJobContext().ctx);
+    const read: Buffer[] = [];
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      read.push(Buffer.from(chunk));
+      structuredClone(chunk.buffer, { transfer: [chunk.buffer as ArrayBuffer] });
+    }
+    expect(Buffer.concat(read).equals(Buffer.concat(chunks.map((c) => usedPart(plain.get(c.id)!, c))))).toBe(true);
+    expect(requested).toEqual([a.id, b.id]);
   });
 });

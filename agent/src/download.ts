@@ -24,8 +24,12 @@ export function downloadArtifact(link: ServerLink, artifact: ArtifactForRestore,
   const sizes = new Map(chunks.map((c) => [c.id, c.size]));
   const garbage = new GarbageMeter(8 * 1024 * 1024);
   const codec = acquireCodec();
-  /** Arrived chunks not yet emitted; a count because an artifact may hold the same chunk more than once. */
-  const arrived = new Map<string, { data: Buffer; count: number }>();
+  /**
+   * Chunks requested and not yet emitted for every use: `uses` counts the list entries requested so far that it
+   * still serves (an artifact may use one chunk several times, its slices often close together), so a chunk is
+   * fetched once while an entry within the window still needs it. `data` is null until it has arrived, decoded.
+   */
+  const held = new Map<string, { data: Buffer | null; uses: number }>();
   let nextToRequest = 0;
   let nextToEmit = 0;
   let emittedBytes = 0;
@@ -55,11 +59,12 @@ export function downloadArtifact(link: ServerLink, artifact: ArtifactForRestore,
   const pump = () => {
     if (stream.destroyed || ended) return;
     while (wantMore && nextToEmit < chunks.length) {
+      if (nextToEmit === nextToRequest) break;
       const ref = chunks[nextToEmit]!;
-      const entry = arrived.get(ref.id);
-      if (!entry) break;
-      const last = --entry.count === 0;
-      if (last) arrived.delete(ref.id);
+      const entry = held.get(ref.id)!;
+      if (!entry.data) break;
+      const last = --entry.uses === 0;
+      if (last) held.delete(ref.id);
       nextToEmit++;
       const used = usedPart(entry.data, ref);
       emittedBytes += used.length;
@@ -87,8 +92,14 @@ export function downloadArtifact(link: ServerLink, artifact: ArtifactForRestore,
     };
     let requestedBytes = ahead();
     while (nextToRequest < chunks.length && nextToRequest - nextToEmit < DOWNLOAD_WINDOW && (nextToRequest === nextToEmit || requestedBytes + chunks[nextToRequest]!.size <= DOWNLOAD_WINDOW_BYTES)) {
-      requestedBytes += chunks[nextToRequest]!.size;
-      ids.push(chunks[nextToRequest++]!.id);
+      const ref = chunks[nextToRequest++]!;
+      requestedBytes += ref.size;
+      const entry = held.get(ref.id);
+      if (entry) entry.uses++;
+      else {
+        held.set(ref.id, { data: null, uses: 1 });
+        ids.push(ref.id);
+      }
     }
     if (ids.length) link.send('chunk.request', { jobId: ctx.jobId, transferId, chunkIds: ids });
   };
@@ -101,9 +112,10 @@ export function downloadArtifact(link: ServerLink, artifact: ArtifactForRestore,
       codec.decode(stored, chunkId, size, keys).then(
         (data) => {
           if (stream.destroyed) return;
-          const entry = arrived.get(chunkId);
-          if (entry) entry.count++;
-          else arrived.set(chunkId, { data, count: 1 });
+          const entry = held.get(chunkId);
+          // A frame nobody waits for (sent twice) is dropped: what is emitted was checked all the same.
+          if (!entry || entry.data) return;
+          entry.data = data;
           pump();
         },
         (err: unknown) => {

@@ -1,8 +1,13 @@
 import { createCipheriv, randomBytes, randomUUID } from 'node:crypto';
 import { beforeEach, describe, expect, it } from 'vitest';
-import { chunkListDigest, createLogger, type FsBackend } from '@lifeboat/shared';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chunkListDigest, createLogger, readSnapshotManifest, snapshotManifestKey, type ChunkUse, type FsBackend } from '@lifeboat/shared';
 import { backupDriverPerTest, type BackupDriver } from './backup-driver.suite.js';
-import type { Catalog } from './catalog/catalog.js';
+import { Catalog } from './catalog/catalog.js';
+import { openCatalogDb } from './catalog/db.js';
+import { rebuildCatalog } from './catalog/rebuild.js';
 import { collectGarbage } from './retention/gc.js';
 
 const clock = Date.parse('2025-03-01T02:00:00Z');
@@ -70,6 +75,42 @@ describe('chunks.query (what a files cache may reuse)', () => {
     const done = catalog.job(job.id)!;
     expect(done.status).toBe('succeeded');
     expect(catalog.artifactsOf(done.snapshotId!).flatMap((a) => catalog.chunksOf(a.id))).toEqual(stored);
+  });
+
+  it('records slices of reused chunks in the catalog and the snapshot\'s manifest, and rebuild-catalog keeps them', async () => {
+    const { snapshotId } = await driver.backUp('web', [{ name: 'site', content: fixedBytes(3_000_000) }]);
+    const [a, b] = catalog.artifactsOf(snapshotId).flatMap((x) => catalog.chunksOf(x.id)) as [ChunkUse, ChunkUse];
+    const { job } = driver.jobs.requestBackup('web', 'manual');
+    const agentId = job.agentId;
+    driver.jobs.onStarted(agentId, { jobId: job.id });
+    await driver.jobs.onChunksQuery(agentId, { jobId: job.id, queryId: randomUUID(), chunkIds: [a.id, b.id] });
+    const list: ChunkUse[] = [{ ...a, offset: 100, length: 1000 }, b, { ...a, offset: 5000, length: 20 }];
+    const size = 1000 + b.size + 20;
+    const uploadId = randomUUID();
+    driver.jobs.onArtifactBegin(agentId, { jobId: job.id, uploadId, step: 0, kind: 'files', name: 'site' });
+    driver.jobs.onChunksReused(agentId, { uploadId, chunks: list });
+    const metadata = { kind: 'files' as const, paths: ['/srv/site'], entries: 1, files: 1, directories: 0, symlinks: 0, fileBytes: size };
+    await driver.jobs.onArtifactEnd(agentId, { jobId: job.id, uploadId, size, sha256: chunkListDigest(list), chunks: list.length, metadata });
+    await driver.jobs.onFinished(agentId, { jobId: job.id, ok: true, artifacts: 1 });
+    const sliced = catalog.job(job.id)!.snapshotId!;
+    const recorded = () => catalog.artifactsOf(sliced).flatMap((x) => catalog.chunksOf(x.id));
+    expect(recorded()).toEqual(list);
+    const manifest = readSnapshotManifest(await backend.get(snapshotManifestKey(sliced)));
+    expect(manifest.ok && manifest.manifest.format).toBe(2);
+    expect(manifest.ok && manifest.manifest.artifacts[0]!.chunks).toEqual(list);
+
+    const dataDir = await mkdtemp(join(tmpdir(), 'lifeboat-rebuild-slices-'));
+    try {
+      await rebuildCatalog({ dataDir, backend, force: false, checkChunks: true, now: clock });
+      const rebuilt = new Catalog(openCatalogDb(join(dataDir, 'catalog.db')));
+      try {
+        expect(rebuilt.artifactsOf(sliced).flatMap((x) => rebuilt.chunksOf(x.id))).toEqual(list);
+      } finally {
+        rebuilt.close();
+      }
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
   });
 
   it('refuses a query from a job that is not a backup in progress', async () => {

@@ -112,6 +112,25 @@ describe('readArtifact', () => {
     expect((await collect(readArtifact(await reader(), empty, null))).length).toBe(0);
   });
 
+  it('reads slices of chunks, each chunk once for uses within the read-ahead', async () => {
+    const content = noise(3_000_000, 3);
+    const whole = await stored(content);
+    expect(whole.chunks.length).toBeGreaterThan(1);
+    const [a, b] = whole.chunks as [StoredArtifact['chunks'][0], StoredArtifact['chunks'][0]];
+    const chunks = [
+      { id: a.id, size: a.size, offset: 10, length: 100 },
+      { id: b.id, size: b.size },
+      { id: a.id, size: a.size, offset: 5000, length: a.size - 5000 },
+    ];
+    const expected = Buffer.concat([content.subarray(10, 110), content.subarray(a.size, a.size + b.size), content.subarray(5000, a.size)]);
+    const artifact = { ...whole, size: expected.length, sha256: chunkListDigest(chunks), chunks };
+    const index = await reader();
+    const fetched: string[] = [];
+    const counting: ChunkReader = { readChunk: (id) => (fetched.push(id), index.readChunk(id)) };
+    expect((await collect(readArtifact(counting, artifact, null))).equals(expected)).toBe(true);
+    expect(fetched).toEqual([a.id, b.id]);
+  });
+
   it('reads only a few chunks ahead of a slow consumer', async () => {
     const artifact = await stored(noise(8_000_000, 2));
     expect(artifact.chunks.length).toBeGreaterThan(5);

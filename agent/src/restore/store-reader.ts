@@ -51,7 +51,7 @@ export function readArtifact(reader: ChunkReader, artifact: StoredArtifact, keys
     if (chunkListDigest(artifact.chunks) !== artifact.sha256) {
       throw new LifeboatError('integrity', `${where}: its chunk list does not match the digest recorded at backup`);
     }
-    const ahead: Promise<Buffer>[] = [];
+    const ahead: { id: string; chunk: Promise<Buffer> }[] = [];
     let requested = 0;
     let emitted = 0;
     // Acquired here, not before: a stream never read never starts the threads (and `finally` releases them).
@@ -59,12 +59,14 @@ export function readArtifact(reader: ChunkReader, artifact: StoredArtifact, keys
     try {
       for (let index = 0; index < artifact.chunks.length; index++) {
         while (requested < artifact.chunks.length && requested - index < readAhead) {
-          const pending = fetchChunk(codec, artifact.chunks[requested++]!);
+          const ref = artifact.chunks[requested++]!;
+          // A chunk the list uses again within the read-ahead (slices of one chunk) is read once.
+          const pending = ahead.find((a) => a.id === ref.id)?.chunk ?? fetchChunk(codec, ref);
           // Awaited in order below; until then a rejection must not count as unhandled (the stream may end first).
           pending.catch(() => undefined);
-          ahead.push(pending);
+          ahead.push({ id: ref.id, chunk: pending });
         }
-        const data = usedPart(await ahead.shift()!, artifact.chunks[index]!);
+        const data = usedPart(await ahead.shift()!.chunk, artifact.chunks[index]!);
         emitted += data.length;
         options.onProgress?.(emitted);
         yield data;
