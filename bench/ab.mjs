@@ -3,16 +3,19 @@
 // the same machine: on our VMs one run per build says nothing (file creation alone swings tenfold). For judging
 // one change; the comparison with other tools is bench/run.mjs.
 //
-//   node bench/ab.mjs --phase restore --corpus DIR --a BUILD_A --b BUILD_B [--rounds 3] [--out DIR]
+//   node bench/ab.mjs --phase restore --corpus DIR --a BUILD_A --b BUILD_B [--rounds 3] [--out DIR] [--mutate]
 //   node bench/ab.mjs --phase backup  --corpus DIR --a BUILD_A --b BUILD_B [--rounds 3] [--out DIR]
-//   node bench/ab.mjs --phase unchanged --corpus DIR --a BUILD_A --b BUILD_B [--rounds 3] [--out DIR]
+//   node bench/ab.mjs --phase unchanged --corpus DIR --a BUILD_A --b BUILD_B [--rounds 3] [--out DIR] [--mutate]
 //   node bench/ab.mjs --snapshot DIR   (copies the current build, after `pnpm build`, to DIR: one side of an A/B)
 //
-// restore: each build backs the corpus up once, then restores it `rounds` times, the builds taking turns.
+// restore: each build backs the corpus up once (with --mutate, as below: twice), then restores it `rounds` times,
+// the builds taking turns.
 // backup: each round, each build backs the corpus up into a fresh server and agent (a first backup every time).
-// unchanged: each build backs the corpus up once, then again `rounds` times (nothing changed), the builds taking turns.
-import { rmSync } from 'node:fs';
+// unchanged: each build backs the corpus up once (with --mutate: then the corpus is mutated as bench/run.mjs does
+// and each backs it up again), then again `rounds` times (nothing changed), the builds taking turns.
+import { rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { mutateCorpus } from './corpus.mjs';
 import { output, readThrough, settleFileCreation } from './measure.mjs';
 import { Lifeboat, snapshotBuild } from './tools.mjs';
 
@@ -72,6 +75,16 @@ if (phase === 'backup') {
       await output('sync', []);
       say(`${name}: backup ${describe(await tool.backup('corpus', corpus))}`);
     }
+    if (phase !== 'backup' && 'mutate' in args) {
+      // The unchanged backups then follow an incremental one, as in bench/run.mjs (files kept from changed groups).
+      const mutation = mutateCorpus(corpus, { percent: 2, seed: 1 });
+      say(`mutated ${mutation.changedPercent}% of the corpus (bench/run.mjs generates it again when it finds it so)`);
+      for (const [name, tool] of Object.entries(tools)) {
+        readThrough(corpus);
+        await output('sync', []);
+        say(`${name}: incremental backup ${describe(await tool.backup('corpus', corpus))}`);
+      }
+    }
     for (let round = 0; round < rounds; round++) {
       for (const name of order(round)) {
         if (phase === 'unchanged') {
@@ -92,6 +105,8 @@ if (phase === 'backup') {
     }
   } finally {
     for (const tool of Object.values(tools)) await tool.stop().catch(() => undefined);
+    // Each command's time window (CLOCK_MONOTONIC µs), to split CPU profiles (BENCH_AGENT_FLAGS) with profile-summary.mjs.
+    writeFileSync(join(out, 'windows.json'), JSON.stringify(Object.fromEntries(Object.entries(tools).map(([name, tool]) => [name, tool.windows])), null, 1));
   }
 }
 const median = (xs) => xs.slice().sort((x, y) => x - y)[Math.floor(xs.length / 2)];

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { chunkListDigest, encodeChunk, usedBytes, usedPart, type ArtifactForRestore, type ChunkUse } from '@lifeboat/shared';
-import { downloadArtifact, handsOwnedChunks } from './download.js';
+import { downloadArtifact, handsOwnedChunks, wholeChunkOf } from './download.js';
 import type { ServerLink, TransferHandler } from './link.js';
 import { fakeJobContext } from './sources/test-context.suite.js';
 
@@ -74,11 +74,15 @@ describe('downloadArtifact', () => {
     const requested: string[] = [];
     const stream = downloadArtifact(fakeServer(new Map([a, b].map((c) => [c.id, c.stored])), requested), artifact, fakeJobContext().ctx);
     const read: Buffer[] = [];
+    const movable: number[] = [];
     for await (const chunk of stream as AsyncIterable<Buffer>) {
       read.push(Buffer.from(chunk));
+      // What the restore may move once done: at a chunk's last use, the whole chunk (a copy before).
+      movable.push(wholeChunkOf(chunk).length);
       structuredClone(chunk.buffer, { transfer: [chunk.buffer as ArrayBuffer] });
     }
     expect(Buffer.concat(read).equals(Buffer.concat(chunks.map((c) => usedPart(plain.get(c.id)!, c))))).toBe(true);
     expect(requested).toEqual([a.id, b.id]);
+    expect(movable).toEqual([1000, b.size, a.size, b.size]);
   });
 });

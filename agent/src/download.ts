@@ -11,6 +11,14 @@ export function handsOwnedChunks(stream: Readable): boolean {
   return ownedChunkStreams.has(stream);
 }
 
+/** A slice of a chunk handed at the chunk's last use, and the whole chunk it is a view of (the reader's too). */
+const slicedFrom = new WeakMap<Buffer, Buffer>();
+
+/** What the reader of a handsOwnedChunks stream may move once done with `piece`: the whole chunk a slice is part of. */
+export function wholeChunkOf(piece: Buffer): Buffer {
+  return slicedFrom.get(piece) ?? piece;
+}
+
 /**
  * An artifact's bytes fetched chunk by chunk: at most DOWNLOAD_WINDOW chunks requested ahead, each decoded and
  * checked on arrival (authentication tag, length, id) by the codec threads, so the main thread is left to write
@@ -30,6 +38,8 @@ export function downloadArtifact(link: ServerLink, artifact: ArtifactForRestore,
    * fetched once while an entry within the window still needs it. `data` is null until it has arrived, decoded.
    */
   const held = new Map<string, { data: Buffer | null; uses: number }>();
+  /** The plain sizes of the chunks in `held`: what the window bounds. */
+  let heldBytes = 0;
   let nextToRequest = 0;
   let nextToEmit = 0;
   let emittedBytes = 0;
@@ -70,7 +80,11 @@ export function downloadArtifact(link: ServerLink, artifact: ArtifactForRestore,
       emittedBytes += used.length;
       ctx.progress('restoring', emittedBytes, artifact.size);
       // The consumer may move what it is given once done with it (extract.ts): a chunk the artifact holds again
-      // later is handed as a copy until its last use.
+      // later is handed as a copy until its last use, and then the whole chunk is the consumer's.
+      if (last) {
+        heldBytes -= entry.data.length;
+        if (used !== entry.data) slicedFrom.set(used, entry.data);
+      }
       wantMore = stream.push(last ? used : Buffer.from(used));
     }
     if (nextToEmit === chunks.length) {
@@ -84,20 +98,16 @@ export function downloadArtifact(link: ServerLink, artifact: ArtifactForRestore,
       return;
     }
     const ids: string[] = [];
-    // A window by count and by bytes (chunks vary up to 8 MiB); the next chunk may always be asked for.
-    const ahead = () => {
-      let bytes = 0;
-      for (let i = nextToEmit; i < nextToRequest; i++) bytes += chunks[i]!.size;
-      return bytes;
-    };
-    let requestedBytes = ahead();
-    while (nextToRequest < chunks.length && nextToRequest - nextToEmit < DOWNLOAD_WINDOW && (nextToRequest === nextToEmit || requestedBytes + chunks[nextToRequest]!.size <= DOWNLOAD_WINDOW_BYTES)) {
+    // A window by count and by bytes of the chunks held (they vary up to 8 MiB; a chunk used again counts once);
+    // the next chunk may always be asked for.
+    const adds = (id: string, size: number) => (held.has(id) ? 0 : size);
+    while (nextToRequest < chunks.length && nextToRequest - nextToEmit < DOWNLOAD_WINDOW && (nextToRequest === nextToEmit || heldBytes + adds(chunks[nextToRequest]!.id, chunks[nextToRequest]!.size) <= DOWNLOAD_WINDOW_BYTES)) {
       const ref = chunks[nextToRequest++]!;
-      requestedBytes += ref.size;
       const entry = held.get(ref.id);
       if (entry) entry.uses++;
       else {
         held.set(ref.id, { data: null, uses: 1 });
+        heldBytes += ref.size;
         ids.push(ref.id);
       }
     }

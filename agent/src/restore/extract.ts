@@ -7,7 +7,7 @@ import { Parser, ReadEntry, UnpackSync, type Unpack } from 'tar';
 import { formatBytes, LifeboatError } from '@lifeboat/shared';
 import { MANIFEST_ENTRY_NAME } from '../archive/tar-writer.js';
 import { acquireCodec } from '../codec-pool.js';
-import { handsOwnedChunks } from '../download.js';
+import { handsOwnedChunks, wholeChunkOf } from '../download.js';
 import { FileWriters } from './file-writers.js';
 import { abortReason, fsReason, isCode, isFsError, shown, throttled } from '../fs-errors.js';
 import type { JobContext, RestoreOptions } from '../sources/source.js';
@@ -661,7 +661,7 @@ async function feed(input: Readable, unpack: Unpack, manifestCopy: ManifestCopy 
       bytes += chunk.length;
       report(bytes);
       for (const piece of blocks.push(chunk)) await write(piece);
-      if (!ended) codec?.discard(chunk);
+      if (!ended) codec?.discard(wholeChunkOf(chunk));
       // A turn of the event loop between chunks: the next chunks' frames and decoded results are taken in while
       // this one is written, instead of only once the stream has run dry.
       await new Promise<void>((resolve) => setImmediate(resolve));
