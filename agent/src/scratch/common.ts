@@ -60,14 +60,34 @@ export async function cleanLeftoverScratch(parent = tmpdir()): Promise<string[]>
     const dir = join(parent, name);
     const marker = await readMarker(dir);
     if (marker && processAlive(marker.ownerPid) && marker.ownerPid !== process.pid) continue;
-    if (marker?.serverPid && processAlive(marker.serverPid)) {
-      process.kill(marker.serverPid, 'SIGKILL');
-      for (let i = 0; i < 50 && processAlive(marker.serverPid); i++) await new Promise((r) => setTimeout(r, 100));
+    // The server the marker names, and any process still working in the directory: an owner killed while it
+    // set the instance up (initdb, a server whose pid was not yet recorded) leaves those unnamed.
+    const pids = new Set([...(marker?.serverPid ? [marker.serverPid] : []), ...(await processesWorkingIn(dir))]);
+    for (const pid of pids) {
+      if (!processAlive(pid)) continue;
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        continue;
+      }
+      for (let i = 0; i < 50 && processAlive(pid); i++) await new Promise((r) => setTimeout(r, 100));
     }
     await rm(dir, { recursive: true, force: true });
     removed.push(dir);
   }
   return removed;
+}
+
+/** Processes (other than this one) whose command line names `dir` or a path in it, from /proc; none where there is no /proc. */
+async function processesWorkingIn(dir: string): Promise<number[]> {
+  const pids: number[] = [];
+  for (const entry of await readdir('/proc').catch(() => [] as string[])) {
+    const pid = Number(entry);
+    if (!Number.isInteger(pid) || pid === process.pid) continue;
+    const args = (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0');
+    if (args.some((arg) => arg === dir || arg.includes(`${dir}/`))) pids.push(pid);
+  }
+  return pids;
 }
 
 /** A TCP port free on 127.0.0.1 right now (the kernel picks it). */

@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -6,7 +6,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LifeboatError } from '@lifeboat/shared';
-import { cleanLeftoverScratch, readMarker, writeMarker, processAlive } from './common.js';
+import { cleanLeftoverScratch, readMarker, writeMarker, processAlive, SCRATCH_PREFIX } from './common.js';
 import { startScratchPostgres, type ScratchPostgres } from './postgres.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -135,5 +135,21 @@ describe('startScratchPostgres', () => {
     expect(processAlive(db.pid)).toBe(false);
     expect(existsSync(db.dir)).toBe(false);
     await db.stop();
+  });
+
+  it('cleanLeftoverScratch also stops what works in a leftover its marker names no server for (killed mid-setup)', async () => {
+    const own = await mkdtemp(path.join(parent, 'leftovers-'));
+    const dir = await mkdtemp(path.join(own, `${SCRATCH_PREFIX}postgres-`));
+    await writeMarker(dir, { kind: 'postgres', ownerPid: spawnSync('true').pid!, createdAt: new Date().toISOString() });
+    // As initdb would be, or a server whose pid was not yet written down: the directory on its command line.
+    const setup = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)', `${dir}/data`], { stdio: 'ignore' });
+    try {
+      await new Promise((resolve) => setup.once('spawn', resolve));
+      expect(await cleanLeftoverScratch(own)).toEqual([dir]);
+      expect(processAlive(setup.pid!)).toBe(false);
+      expect(existsSync(dir)).toBe(false);
+    } finally {
+      setup.kill('SIGKILL');
+    }
   });
 });
