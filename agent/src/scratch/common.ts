@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtemp, readdir, readFile, rm, writeFile, chown } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 
 /**
  * Throwaway database instances (restore drills, tests) live in directories named with this prefix under the
@@ -60,11 +60,12 @@ export async function cleanLeftoverScratch(parent = tmpdir()): Promise<string[]>
     const dir = join(parent, name);
     const marker = await readMarker(dir);
     if (marker && processAlive(marker.ownerPid) && marker.ownerPid !== process.pid) continue;
-    // The server the marker names, and any process still working in the directory: an owner killed while it
-    // set the instance up (initdb, a server whose pid was not yet recorded) leaves those unnamed.
-    const pids = new Set([...(marker?.serverPid ? [marker.serverPid] : []), ...(await processesWorkingIn(dir))]);
+    // The server the marker names, and any database program still working in the directory: an owner killed
+    // while it set the instance up (initdb, a server whose pid was not yet recorded) leaves those unnamed.
+    const pids = new Set([...(marker?.serverPid ? [marker.serverPid] : []), ...(await scratchProcessesIn(dir))]);
     for (const pid of pids) {
-      if (!processAlive(pid)) continue;
+      // Checked again just before: a pid recorded earlier (or found a moment ago) may be another process by now.
+      if (!(await isScratchProcessIn(pid, dir))) continue;
       try {
         process.kill(pid, 'SIGKILL');
       } catch {
@@ -78,14 +79,28 @@ export async function cleanLeftoverScratch(parent = tmpdir()): Promise<string[]>
   return removed;
 }
 
-/** Processes (other than this one) whose command line names `dir` or a path in it, from /proc; none where there is no /proc. */
-async function processesWorkingIn(dir: string): Promise<number[]> {
+/** The programs a scratch instance runs (scratch/postgres.ts, scratch/mariadb.ts): the only ones cleanup stops. */
+const SCRATCH_PROGRAMS = new Set(['initdb', 'postgres', 'postmaster', 'pg_ctl', 'mariadbd', 'mysqld', 'mariadb-install-db', 'mysql_install_db']);
+
+/**
+ * Whether process `pid` is one of the scratch programs working in `dir` (a path of its command line is `dir` or
+ * inside it, as an argument or an option's value), from /proc: a shell or viewer an operator has open on the
+ * directory is not. The program is the command's first word, or the script an interpreter runs.
+ */
+async function isScratchProcessIn(pid: number, dir: string): Promise<boolean> {
+  if (pid === process.pid) return false;
+  const args = (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0').filter(Boolean);
+  if (!args.slice(0, 2).some((arg) => SCRATCH_PROGRAMS.has(basename(arg)))) return false;
+  const inDir = (p: string) => p === dir || p.startsWith(`${dir}/`);
+  return args.slice(1).some((arg) => inDir(arg) || (arg.includes('=') && inDir(arg.slice(arg.indexOf('=') + 1))));
+}
+
+/** The scratch programs working in `dir`; none where there is no /proc. */
+async function scratchProcessesIn(dir: string): Promise<number[]> {
   const pids: number[] = [];
   for (const entry of await readdir('/proc').catch(() => [] as string[])) {
     const pid = Number(entry);
-    if (!Number.isInteger(pid) || pid === process.pid) continue;
-    const args = (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0');
-    if (args.some((arg) => arg === dir || arg.includes(`${dir}/`))) pids.push(pid);
+    if (Number.isInteger(pid) && (await isScratchProcessIn(pid, dir))) pids.push(pid);
   }
   return pids;
 }

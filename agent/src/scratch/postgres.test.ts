@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -137,19 +137,25 @@ describe('startScratchPostgres', () => {
     await db.stop();
   });
 
-  it('cleanLeftoverScratch also stops what works in a leftover its marker names no server for (killed mid-setup)', async () => {
+  it('cleanLeftoverScratch also stops a database program working in a leftover its marker names no server for (killed mid-setup), and nothing else', async () => {
     const own = await mkdtemp(path.join(parent, 'leftovers-'));
     const dir = await mkdtemp(path.join(own, `${SCRATCH_PREFIX}postgres-`));
     await writeMarker(dir, { kind: 'postgres', ownerPid: spawnSync('true').pid!, createdAt: new Date().toISOString() });
-    // As initdb would be, or a server whose pid was not yet written down: the directory on its command line.
-    const setup = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)', `${dir}/data`], { stdio: 'ignore' });
+    // A stand-in for initdb (a script of that name, so that its command line reads like one): the directory on its
+    // command line, its pid never written down. Beside it, a program that only looks at the directory.
+    const fakeInitdb = path.join(own, 'initdb');
+    writeFileSync(fakeInitdb, '#!/bin/sh\nsleep 60\n', { mode: 0o755 });
+    const setup = spawn(fakeInitdb, ['-D', `${dir}/data`], { stdio: 'ignore' });
+    const viewer = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)', `${dir}/data`], { stdio: 'ignore' });
     try {
-      await new Promise((resolve) => setup.once('spawn', resolve));
+      await Promise.all([setup, viewer].map((child) => new Promise((resolve) => child.once('spawn', resolve))));
       expect(await cleanLeftoverScratch(own)).toEqual([dir]);
       expect(processAlive(setup.pid!)).toBe(false);
+      expect(processAlive(viewer.pid!)).toBe(true);
       expect(existsSync(dir)).toBe(false);
     } finally {
       setup.kill('SIGKILL');
+      viewer.kill('SIGKILL');
     }
   });
 });
