@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ContentDefinedChunker, usedPart, type ChunkRef, type ChunkUse } from '@lifeboat/shared';
 import { fakeJobContext } from '../sources/test-context.suite.js';
-import { walkOrder } from './files-cache.js';
+import { KEEP_SLICES_MS, walkOrder } from './files-cache.js';
 import { archivePaths } from './tar-writer.js';
 
 let base: string;
@@ -30,11 +30,17 @@ interface Run {
  * One backup as the upload does it: cut at every segment end, ids told to the segment, reused chunks taken from
  * the store. `absent` plays the server's answer to the chunks query.
  */
-async function backUp(paths: string[], cacheFile: string, options: { absent?: (ids: string[]) => Set<string>; identity?: string; stored?: boolean } = {}): Promise<Run> {
+async function backUp(paths: string[], cacheFile: string, options: { absent?: (ids: string[]) => Set<string>; identity?: string; stored?: boolean; now?: number } = {}): Promise<Run> {
   const t = fakeJobContext();
   const ctx = {
     ...t.ctx,
-    filesCache: { file: cacheFile, identity: options.identity ?? 'test', absent: async (ids: string[]) => options.absent?.(ids) ?? new Set<string>(), log: t.ctx.log },
+    filesCache: {
+      file: cacheFile,
+      identity: options.identity ?? 'test',
+      absent: async (ids: string[]) => options.absent?.(ids) ?? new Set<string>(),
+      log: t.ctx.log,
+      ...(options.now !== undefined ? { now: () => options.now! } : {}),
+    },
   };
   const archive = await archivePaths(paths, [], ctx);
   const chunker = new ContentDefinedChunker();
@@ -154,7 +160,34 @@ describe('files cache', () => {
     fs.rmSync(path.join(src, 'dir-07', 'file-33.txt'));
     const fifth = await backUp([src], cache);
     expect(fifth.filesRead).toBe(1);
-    expect(fifth.bytes.equals((await backUp([src], path.join(base, 'keep-full-3.cache'))).bytes)).toBe(true);
+    const full = await backUp([src], path.join(base, 'keep-full-3.cache'));
+    expect(fifth.bytes.equals(full.bytes)).toBe(true);
+
+    // A week on, nothing changed: the groups that keep slices are read and stored whole again, so the chunks
+    // they kept from (with file-33's bytes in one) are no longer needed; the others are still reused unread.
+    const week = Date.now() + KEEP_SLICES_MS + 60_000;
+    const later = await backUp([src], cache, { now: week });
+    expect(later.filesRead).toBeGreaterThan(1);
+    expect(later.filesRead).toBeLessThan(200);
+    expect(later.chunks.some((c) => c.offset !== undefined)).toBe(false);
+    expect(later.bytes.equals(full.bytes)).toBe(true);
+    expect((await backUp([src], cache, { now: week })).filesRead).toBe(0);
+  });
+
+  it('reuses a large file unread when its header comes to form a group alone (the file before it grew large)', async () => {
+    const src = path.join(base, 'large-alone');
+    fs.mkdirSync(src);
+    for (let f = 0; f < 5; f++) fs.writeFileSync(path.join(src, `a-${f}.txt`), `small ${f}\n`.repeat(50));
+    fs.writeFileSync(path.join(src, 'b.txt'), 'small b\n');
+    fs.writeFileSync(path.join(src, 'z.bin'), Buffer.alloc(2 * 1024 * 1024, 9));
+    const cache = path.join(base, 'large-alone.cache');
+    await backUp([src], cache);
+    // b.txt becomes a large file: its header ends the group, and z.bin's header is then a group of its own,
+    // which starts where z.bin's own record does.
+    fs.writeFileSync(path.join(src, 'b.txt'), Buffer.alloc(400 * 1024, 1));
+    const after = await backUp([src], cache);
+    expect(after.filesRead).toBe(1);
+    expect(after.bytes.equals((await backUp([src], path.join(base, 'large-alone-full.cache'))).bytes)).toBe(true);
   });
 
   it('reads a changed group whole again rather than list it in many pieces', async () => {

@@ -49,14 +49,27 @@ const SegmentRecord = z.object({
    * an entry that may not be reused alone. Read only when the group changed, to keep its unchanged entries.
    */
   entries: z.string().optional(),
+  /** When this group first kept entries from older chunks (ms since the epoch): see KEEP_SLICES_MS. */
+  keptSince: z.number().int().optional(),
 });
 export type SegmentRecord = z.infer<typeof SegmentRecord>;
+
+/**
+ * How long a group may go on keeping its entries as slices of older chunks before it is read and stored whole
+ * again. A chunk a slice uses stays stored whole, with the bytes of the files since deleted or replaced in it:
+ * without a bound, an unchanged group would keep those alive forever, past every snapshot that held them, and
+ * retention would never remove a deleted file from the store. With it, they go at most this long after the
+ * snapshots that hold them expire.
+ */
+export const KEEP_SLICES_MS = 7 * 24 * 3600 * 1000;
 
 /** An entry of an earlier group that can be kept as it was stored: where its bytes are, and its manifest line. */
 export interface StoredEntry {
   key: string;
   line: ManifestLine;
   chunks: ChunkUse[];
+  /** Since when its group has kept entries from older chunks (its record's keptSince), or null if it never did. */
+  keptSince: number | null;
 }
 
 /** The entries of a group record, by path, with the slices of the record's chunks that hold their bytes. */
@@ -71,7 +84,7 @@ export function storedEntries(record: SegmentRecord, into: Map<string, StoredEnt
     const bytes = Number(item.slice(colon + 1));
     if (colon < 0 || !Number.isSafeInteger(bytes) || bytes < 0) return;
     const chunks = key === '' ? [] : slicesOf(record.chunks, offset, bytes);
-    if (chunks.length > 0) into.set(record.manifest[i]!.path, { key, line: record.manifest[i]!, chunks });
+    if (chunks.length > 0) into.set(record.manifest[i]!.path, { key, line: record.manifest[i]!, chunks, keptSince: record.keptSince ?? null });
     offset += bytes;
   }
 }
@@ -81,6 +94,8 @@ export interface FilesCacheOptions {
   file: string;
   /** What must match for the cache to apply: the paths and excludes, the repository's chunk id scheme. */
   identity: string;
+  /** The clock (ms since the epoch) for KEEP_SLICES_MS; Date.now unless a test sets it. */
+  now?: () => number;
   /** Asks the server which of these chunk ids the store lacks. */
   absent(ids: string[]): Promise<Set<string>>;
   log: Logger;
@@ -149,16 +164,25 @@ export class FilesCache {
     if (!this.old) return null;
     let record: SegmentRecord | null;
     try {
-      record = this.old.seek(root, first);
+      record = this.old.seek(root, first, key);
     } catch (err) {
       this.options.log.warn(`files cache ${this.options.file} is damaged, the rest of the files are read: ${(err as Error).message}`);
       this.old.close();
       this.old = null;
       return null;
     }
-    if (!record || record.key !== key || record.chunks.some((c) => this.absentChunks.has(c.id))) return null;
+    if (!record || record.chunks.some((c) => this.absentChunks.has(c.id)) || this.keptTooLong(record)) return null;
     this.reusedSegments++;
     return record;
+  }
+
+  /** The time for a group that starts keeping entries from older chunks now. */
+  now(): number {
+    return (this.options.now ?? Date.now)();
+  }
+
+  private keptTooLong(record: SegmentRecord): boolean {
+    return record.keptSince !== undefined && this.now() - record.keptSince > KEEP_SLICES_MS;
   }
 
   /**
@@ -178,18 +202,18 @@ export class FilesCache {
       return found;
     }
     for (const record of records) {
-      if (!record.chunks.some((c) => this.absentChunks.has(c.id))) storedEntries(record, found);
+      if (!record.chunks.some((c) => this.absentChunks.has(c.id)) && !this.keptTooLong(record)) storedEntries(record, found);
     }
     return found;
   }
 
   /** Remembers a segment for the next backup; `chunks` settles once its bytes were cut and hashed. */
-  record(root: number, first: string, key: string, chunks: Promise<ChunkUse[]>, manifest: ManifestLine[], entries?: string): void {
+  record(root: number, first: string, key: string, chunks: Promise<ChunkUse[]>, manifest: ManifestLine[], group?: { entries: string; keptSince?: number | undefined }): void {
     this.tail = this.tail.then(async () => {
       if (this.failed) return;
       try {
         const refs = await chunks;
-        if (refs.length > 0) this.write(JSON.stringify({ root, first, key, chunks: refs, manifest, ...(entries !== undefined ? { entries } : {}) }) + '\n');
+        if (refs.length > 0) this.write(JSON.stringify({ root, first, key, chunks: refs, manifest, ...group }) + '\n');
       } catch {
         this.failed = true;
       }
@@ -247,7 +271,8 @@ export class FilesCache {
 class RecordCursor {
   private buffer = Buffer.alloc(0);
   private eof = false;
-  private current: SegmentRecord | null = null;
+  /** Records read and not yet passed (a look ahead of one or two). */
+  private readonly ahead: SegmentRecord[] = [];
   /** The last record passed: it holds the entries after its first up to the next record's first. */
   private previous: SegmentRecord | null = null;
 
@@ -291,40 +316,46 @@ class RecordCursor {
     return chunks.map((c: { id?: unknown }) => (typeof c?.id === 'string' && /^[0-9a-f]{64}$/.test(c.id) ? c.id : '')).filter(Boolean);
   }
 
-  /** The record starting exactly at (root, first), skipping those before it in walk order; null if there is none. */
-  seek(root: number, first: string): SegmentRecord | null {
+  /**
+   * The record starting exactly at (root, first) with this key, passing those before it in walk order; null if
+   * there is none. A record there with another key is passed only when another one starts there too (a group of
+   * nothing but a large file's header, then the file's own record): the file's lookup, next, still finds its own.
+   */
+  seek(root: number, first: string, key: string): SegmentRecord | null {
     for (;;) {
-      if (!this.current) {
-        this.current = this.next();
-        if (!this.current) return null;
-      }
-      const order = walkOrder(this.current.root, this.current.first, root, first);
+      const record = this.peek(0);
+      if (!record) return null;
+      const order = walkOrder(record.root, record.first, root, first);
       if (order > 0) return null;
-      const record = this.current;
-      this.current = null;
-      this.previous = record;
-      if (order === 0) return record;
+      if (order === 0 && record.key === key) return this.pass();
+      if (order === 0) {
+        const after = this.peek(1);
+        if (!after || walkOrder(after.root, after.first, root, first) !== 0) return null;
+      }
+      this.pass();
     }
   }
 
   /** The records that may hold entries from (root, first) to (root, last) in walk order: the one before, and those starting within. */
   covering(root: number, first: string, last: string): SegmentRecord[] {
-    const records: SegmentRecord[] = [];
-    for (;;) {
-      if (!this.current) this.current = this.next();
-      if (!this.current || walkOrder(this.current.root, this.current.first, root, first) > 0) break;
-      this.previous = this.current;
-      this.current = null;
-    }
-    if (this.previous && this.previous.root === root) records.push(this.previous);
-    for (;;) {
-      if (!this.current) this.current = this.next();
-      if (!this.current || walkOrder(this.current.root, this.current.first, root, last) > 0) break;
-      this.previous = this.current;
-      this.current = null;
-      records.push(this.previous);
-    }
+    for (let r = this.peek(0); r && walkOrder(r.root, r.first, root, first) <= 0; r = this.peek(0)) this.pass();
+    const records = this.previous && this.previous.root === root ? [this.previous] : [];
+    for (let r = this.peek(0); r && walkOrder(r.root, r.first, root, last) <= 0; r = this.peek(0)) records.push(this.pass());
     return records;
+  }
+
+  private peek(at: number): SegmentRecord | null {
+    while (this.ahead.length <= at) {
+      const record = this.next();
+      if (!record) return null;
+      this.ahead.push(record);
+    }
+    return this.ahead[at]!;
+  }
+
+  private pass(): SegmentRecord {
+    this.previous = this.ahead.shift()!;
+    return this.previous;
   }
 
   close(): void {

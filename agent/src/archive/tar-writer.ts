@@ -319,12 +319,13 @@ function entryKey(header: Buffer, info: Stats | null): string {
  * When a group changed, its unchanged entries are kept from the chunks that stored them (slices of chunks,
  * protocol.ts ChunkUse) and only the changed ones are read and stored anew: an edited 4 KiB file then costs its
  * own bytes, not its whole group's. A group is read whole again instead (one new chunk, no slices) when keeping
- * would list it in more than `maxPieces` pieces, or keep less than `minKeptShare` of its bytes. The pieces bound
- * how finely a group fragments over many backups, and so how much of the chunks it keeps from is dead weight
- * (the bytes of replaced files, which stay stored while any snapshot uses their chunk): each file edited in a
- * group adds up to two pieces, so after a few the group is stored whole again.
+ * would list it in more than `maxPieces` pieces, keep less than `minKeptShare` of its bytes, or use less than
+ * `minShareOfChunks` of the chunks it keeps from. A chunk a slice uses stays stored whole, with the bytes of
+ * files since replaced or deleted: the pieces and the shares bound that dead weight (each file edited in a group
+ * adds up to two pieces, so after a few the group is stored whole again), and files-cache.ts KEEP_SLICES_MS
+ * bounds how long an unchanged group goes on keeping it.
  */
-const KEEP_ENTRIES = { maxPieces: 8, minKeptShare: 0.5 } as const;
+const KEEP_ENTRIES = { maxPieces: 8, minKeptShare: 0.5, minShareOfChunks: 0.25 } as const;
 
 /**
  * Small entries (directories, links, files under FILE_SEGMENT.largeFile) gathered into one segment. A group
@@ -381,6 +382,7 @@ function keptEntries(rootIndex: number, entries: readonly PlannedEntry[], cache:
   let pieces = 0;
   let run: ChunkUse[] = [];
   let keptBytes = 0;
+  const keptFrom = new Map<string, number>();
   for (const [i, k] of kept.entries()) {
     if (!k) {
       pieces += run.length;
@@ -391,11 +393,14 @@ function keptEntries(rootIndex: number, entries: readonly PlannedEntry[], cache:
     for (const c of k.chunks) {
       appendChunkUse(run, c);
       keptBytes += usedBytes(c);
+      keptFrom.set(c.id, c.size);
     }
   }
   pieces += run.length;
   const groupBytes = entries.reduce((n, e) => n + plannedBytes(e), 0);
+  const fromBytes = [...keptFrom.values()].reduce((n, size) => n + size, 0);
   if (keptBytes === 0 || pieces > KEEP_ENTRIES.maxPieces || keptBytes < groupBytes * KEEP_ENTRIES.minKeptShare) return null;
+  if (keptBytes < fromBytes * KEEP_ENTRIES.minShareOfChunks) return null;
   return kept;
 }
 
@@ -413,7 +418,12 @@ async function* writeGroup(rootIndex: number, entries: readonly PlannedEntry[], 
   const parts: (ChunkUse[] | Promise<ChunkUse[]> | null)[] = [];
   let keptRun: ChunkUse[] = [];
   let out: SegmentBuffer | null = null;
-  let toRead = entries.reduce((n, e, i) => n + (kept?.[i] ? 0 : plannedBytes(e)), 0);
+  /** The planned bytes of the entries to read from `i` to the next kept one: what a run's buffer is sized for. */
+  const runBytes = (i: number) => {
+    let bytes = 0;
+    for (let j = i; j < entries.length && !kept?.[j]; j++) bytes += plannedBytes(entries[j]!);
+    return bytes;
+  };
   const endRead = (): StreamPiece => {
     const slot = parts.push(null) - 1;
     out = null;
@@ -440,9 +450,8 @@ async function* writeGroup(rootIndex: number, entries: readonly PlannedEntry[], 
       parts.push(keptRun);
       keptRun = [];
     }
-    out ??= new SegmentBuffer(toRead);
-    toRead -= plannedBytes(e);
-    out.planned = toRead;
+    out ??= new SegmentBuffer(runBytes(i));
+    out.planned -= plannedBytes(e);
     if (e.kind === 'large-file-header') {
       // Its content follows as the next segment, which counts the file and lists it in the manifest.
       out.append(e.header);
@@ -483,7 +492,10 @@ async function* writeGroup(rootIndex: number, entries: readonly PlannedEntry[], 
     for (const part of all) for (const c of part) appendChunkUse(list, c);
     return list;
   });
-  cache.record(rootIndex, entries[0]!.path, archived.digest(), chunks, lines, entryItems.join(','));
+  // Keeping entries from older chunks started when the oldest of the groups they were kept from started to.
+  const since = kept?.reduce((min, k) => (k ? Math.min(min, k.keptSince ?? Infinity) : min), Infinity);
+  const keptSince = kept ? (Number.isFinite(since) ? since : cache.now()) : undefined;
+  cache.record(rootIndex, entries[0]!.path, archived.digest(), chunks, lines, { entries: entryItems.join(','), keptSince });
 }
 
 /** An entry's bytes in the archive as planned from its lstat: header, and a small file's padded content. */
@@ -556,7 +568,7 @@ function segmentEnd(a: Archiver, rootIndex: number, first: string, key: string |
 async function* reuse(rootIndex: number, record: SegmentRecord, files: number, a: Archiver): AsyncGenerator<StreamPiece> {
   for (const line of record.manifest) await note(a, [], line);
   a.filesReused += files;
-  a.cache!.record(rootIndex, record.first, record.key, Promise.resolve(record.chunks), record.manifest, record.entries);
+  a.cache!.record(rootIndex, record.first, record.key, Promise.resolve(record.chunks), record.manifest, record.entries === undefined ? undefined : { entries: record.entries, keptSince: record.keptSince });
   yield { type: 'reused', chunks: record.chunks };
 }
 
