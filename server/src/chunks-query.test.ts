@@ -79,7 +79,8 @@ describe('chunks.query (what a files cache may reuse)', () => {
 
   it('records slices of reused chunks in the catalog and the snapshot\'s manifest, and rebuild-catalog keeps them', async () => {
     const { snapshotId } = await driver.backUp('web', [{ name: 'site', content: fixedBytes(3_000_000) }]);
-    const [a, b] = catalog.artifactsOf(snapshotId).flatMap((x) => catalog.chunksOf(x.id)) as [ChunkUse, ChunkUse];
+    const [a, b, ...rest] = catalog.artifactsOf(snapshotId).flatMap((x) => catalog.chunksOf(x.id)) as [ChunkUse, ChunkUse, ...ChunkUse[]];
+    expect(rest.length).toBeGreaterThan(0);
     const { job } = driver.jobs.requestBackup('web', 'manual');
     const agentId = job.agentId;
     driver.jobs.onStarted(agentId, { jobId: job.id });
@@ -98,6 +99,13 @@ describe('chunks.query (what a files cache may reuse)', () => {
     const manifest = readSnapshotManifest(await backend.get(snapshotManifestKey(sliced)));
     expect(manifest.ok && manifest.manifest.format).toBe(2);
     expect(manifest.ok && manifest.manifest.artifacts[0]!.chunks).toEqual(list);
+
+    // The first snapshot goes: chunk a, used only through slices now, still counts as referenced, and stays.
+    catalog.deleteSnapshot(snapshotId, clock);
+    const report = await collectGarbage(catalog, backend, driver.jobs, { now: clock + 86_400_000, graceMs: 0, dryRun: false, log: createLogger('test', { level: 'error' }) });
+    expect(report).toMatchObject({ scanned: rest.length + 2, referenced: 2 });
+    expect(driver.jobs.store.has(a.id)).toBe(true);
+    expect(driver.jobs.store.has(b.id)).toBe(true);
 
     const dataDir = await mkdtemp(join(tmpdir(), 'lifeboat-rebuild-slices-'));
     try {
