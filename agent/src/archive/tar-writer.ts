@@ -785,8 +785,11 @@ function encodeHeader(fields: EntryFields, a: Archiver): Buffer | null {
     gname: a.owners.groups.get(info.gid),
   };
   const header = new Header(data);
-  const needsPax = header.encode() || info.mtime.getTime() % 1000 !== 0;
-  if (!needsPax) return header.block!;
+  // A zeroed block from the buffer pool: node-tar's own, a 512-byte allocation per entry, is memory V8 counts
+  // toward its next full collection, and a walk makes tens of thousands.
+  const block = Buffer.allocUnsafe(BLOCK).fill(0);
+  const needsPax = header.encode(block) || info.mtime.getTime() % 1000 !== 0;
+  if (!needsPax) return block;
   // A pax reader splits records at newlines (node-tar's does), so a name with one would let a file's name
   // forge records (a size, a uid) for the restore. Such names go only in the ustar fields, when they fit.
   const newlineIn = (s: string | undefined) => s !== undefined && s.includes('\n');
@@ -795,7 +798,7 @@ function encodeHeader(fields: EntryFields, a: Archiver): Buffer | null {
     return null;
   }
   const pax = new Pax({ ...data, path: newlineIn(name) ? undefined : name, linkpath: newlineIn(linkpath) ? undefined : linkpath });
-  return Buffer.concat([pax.encode(), header.block!]);
+  return Buffer.concat([pax.encode(), block]);
 }
 
 function fitsUstar(name: string, linkpath: string | undefined): boolean {
