@@ -23,6 +23,20 @@ function fakeServer(stored: Map<string, Buffer>, requested: string[] = []): Serv
   };
 }
 
+/** A files artifact of these chunks, its size and digest as a backup records them. */
+function artifactOf(chunks: ChunkUse[]): ArtifactForRestore {
+  return {
+    artifactId: 'art_1',
+    step: 0,
+    kind: 'files',
+    name: '/srv',
+    size: chunks.reduce((n, c) => n + usedBytes(c), 0),
+    sha256: chunkListDigest(chunks),
+    metadata: { kind: 'files', paths: ['/srv'], entries: 0, files: 0, directories: 0, symlinks: 0, fileBytes: 0 },
+    chunks,
+  };
+}
+
 describe('downloadArtifact', () => {
   it('hands a chunk the artifact holds again as a copy until its last use, so its reader may move what it read', async () => {
     const a = encodeChunk(randomBytes(30_000), { level: 0 });
@@ -30,16 +44,7 @@ describe('downloadArtifact', () => {
     const order = [a, b, a, a, b];
     const chunks = order.map((c) => ({ id: c.id, size: c.size }));
     const plain = new Map([a, b].map((c) => [c.id, c.stored.subarray(c.stored.length - c.size)]));
-    const artifact: ArtifactForRestore = {
-      artifactId: 'art_1',
-      step: 0,
-      kind: 'files',
-      name: '/srv',
-      size: order.reduce((n, c) => n + c.size, 0),
-      sha256: chunkListDigest(chunks),
-      metadata: { kind: 'files', paths: ['/srv'], entries: 0, files: 0, directories: 0, symlinks: 0, fileBytes: 0 },
-      chunks,
-    };
+    const artifact = artifactOf(chunks);
     const stream = downloadArtifact(fakeServer(new Map([a, b].map((c) => [c.id, c.stored]))), artifact, fakeJobContext().ctx);
     expect(handsOwnedChunks(stream)).toBe(true);
     const read: Buffer[] = [];
@@ -61,16 +66,7 @@ describe('downloadArtifact', () => {
       { id: b.id, size: b.size, offset: 49_999, length: 1 },
     ];
     const plain = new Map([a, b].map((c) => [c.id, c.stored.subarray(c.stored.length - c.size)]));
-    const artifact: ArtifactForRestore = {
-      artifactId: 'art_2',
-      step: 0,
-      kind: 'files',
-      name: '/srv',
-      size: chunks.reduce((n, c) => n + usedBytes(c), 0),
-      sha256: chunkListDigest(chunks),
-      metadata: { kind: 'files', paths: ['/srv'], entries: 0, files: 0, directories: 0, symlinks: 0, fileBytes: 0 },
-      chunks,
-    };
+    const artifact = artifactOf(chunks);
     const requested: string[] = [];
     const stream = downloadArtifact(fakeServer(new Map([a, b].map((c) => [c.id, c.stored])), requested), artifact, fakeJobContext().ctx);
     const read: Buffer[] = [];

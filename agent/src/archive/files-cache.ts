@@ -161,17 +161,8 @@ export class FilesCache {
 
   /** The previous backup's record of the segment starting at `first`, if its key is unchanged and its chunks are all still stored. */
   lookup(root: number, first: string, key: string): SegmentRecord | null {
-    if (!this.old) return null;
-    let record: SegmentRecord | null;
-    try {
-      record = this.old.seek(root, first, key);
-    } catch (err) {
-      this.options.log.warn(`files cache ${this.options.file} is damaged, the rest of the files are read: ${(err as Error).message}`);
-      this.old.close();
-      this.old = null;
-      return null;
-    }
-    if (!record || record.chunks.some((c) => this.absentChunks.has(c.id)) || this.keptTooLong(record)) return null;
+    const record = this.readOld((old) => old.seek(root, first, key), null);
+    if (!record || !this.usable(record)) return null;
     this.reusedSegments++;
     return record;
   }
@@ -181,8 +172,23 @@ export class FilesCache {
     return (this.options.now ?? Date.now)();
   }
 
-  private keptTooLong(record: SegmentRecord): boolean {
-    return record.keptSince !== undefined && this.now() - record.keptSince > KEEP_SLICES_MS;
+  /** A record may be reused (or kept from) when the store still holds its chunks, and it kept slices not too long (KEEP_SLICES_MS). */
+  private usable(record: SegmentRecord): boolean {
+    if (record.chunks.some((c) => this.absentChunks.has(c.id))) return false;
+    return record.keptSince === undefined || this.now() - record.keptSince <= KEEP_SLICES_MS;
+  }
+
+  /** Reads the old cache; a damaged one is dropped (with a warning) and the rest of the files are read. */
+  private readOld<T>(read: (old: RecordCursor) => T, otherwise: T): T {
+    if (!this.old) return otherwise;
+    try {
+      return read(this.old);
+    } catch (err) {
+      this.options.log.warn(`files cache ${this.options.file} is damaged, the rest of the files are read: ${(err as Error).message}`);
+      this.old.close();
+      this.old = null;
+      return otherwise;
+    }
   }
 
   /**
@@ -191,18 +197,8 @@ export class FilesCache {
    */
   entriesAround(root: number, first: string, last: string): Map<string, StoredEntry> {
     const found = new Map<string, StoredEntry>();
-    if (!this.old) return found;
-    let records: SegmentRecord[];
-    try {
-      records = this.old.covering(root, first, last);
-    } catch (err) {
-      this.options.log.warn(`files cache ${this.options.file} is damaged, the rest of the files are read: ${(err as Error).message}`);
-      this.old.close();
-      this.old = null;
-      return found;
-    }
-    for (const record of records) {
-      if (!record.chunks.some((c) => this.absentChunks.has(c.id)) && !this.keptTooLong(record)) storedEntries(record, found);
+    for (const record of this.readOld((old) => old.covering(root, first, last), [])) {
+      if (this.usable(record)) storedEntries(record, found);
     }
     return found;
   }
