@@ -4,7 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { Parser } from 'tar';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { createLogger } from '@lifeboat/shared';
+import { createHash } from 'node:crypto';
+import { ContentDefinedChunker, createLogger, usedPart } from '@lifeboat/shared';
 import type { JobContext } from '../sources/source.js';
 import { archivePaths } from './tar-writer.js';
 
@@ -73,5 +74,66 @@ describe('a small file changed between walk and read', () => {
     } finally {
       beforeOpen.hook = null;
     }
+  });
+});
+
+/** Every chunk the backups below made, by id: what a store would hold. */
+const store = new Map<string, Buffer>();
+
+/** One backup with a files cache, as the upload does it; the archive put back together, reused slices included. */
+async function backUpCached(src: string, cacheFile: string): Promise<{ archive: Buffer; filesRead: number; filesReused: number }> {
+  const archive = await archivePaths([src], [], { ...ctx, filesCache: { file: cacheFile, identity: 'race', absent: async () => new Set<string>(), log: ctx.log } });
+  const chunker = new ContentDefinedChunker();
+  const parts: Buffer[] = [];
+  let segment: { id: string; size: number }[] = [];
+  const take = (plain: Buffer) => {
+    const ref = { id: createHash('sha256').update(plain).digest('hex'), size: plain.length };
+    store.set(ref.id, plain);
+    parts.push(plain);
+    segment.push(ref);
+  };
+  for await (const piece of archive.pieces) {
+    if (Buffer.isBuffer(piece)) chunker.push(piece).forEach(take);
+    else if (piece.type === 'segment-end') {
+      chunker.cut().forEach(take);
+      piece.onChunks?.(Promise.resolve(segment));
+      segment = [];
+    } else for (const ref of piece.chunks) parts.push(usedPart(store.get(ref.id)!, ref));
+  }
+  chunker.finish().forEach(take);
+  await archive.metadata;
+  await archive.settle(true);
+  return { archive: Buffer.concat(parts), ...archive.reads };
+}
+
+describe('a changed group whose unchanged files are kept from their chunk', () => {
+  it('stays a valid archive when a file it reads vanishes or grows meanwhile, and is read again next time', async () => {
+    const src = path.join(base, 'kept');
+    fs.mkdirSync(src);
+    for (const name of ['a', 'b', 'c', 'd', 'e']) fs.writeFileSync(path.join(src, name), name.repeat(3000));
+    const cache = path.join(base, 'kept.cache');
+    await backUpCached(src, cache);
+    fs.appendFileSync(path.join(src, 'b'), 'B');
+    fs.appendFileSync(path.join(src, 'd'), 'D');
+    beforeOpen.hook = (p) => {
+      if (p === path.join(src, 'b')) fs.rmSync(p);
+      if (p === path.join(src, 'd')) fs.appendFileSync(p, 'd'.repeat(5000));
+    };
+    let second;
+    try {
+      second = await backUpCached(src, cache);
+    } finally {
+      beforeOpen.hook = null;
+    }
+    // a, c and e kept unread; b gone before it could be read, d read as it was when opened.
+    expect(second.filesReused).toBe(3);
+    const entries = await entriesOf(second.archive);
+    expect([...entries.keys()].filter((n) => n.length === 1).sort()).toEqual(['a', 'c', 'd', 'e']);
+    expect(entries.get('c')).toEqual({ mode: 0o644, size: 3000, content: 'c'.repeat(3000) });
+    expect(entries.get('d')).toEqual({ mode: 0o644, size: 8001, content: 'd'.repeat(3000) + 'D' + 'd'.repeat(5000) });
+    // The group was not recorded as it was archived (b missing from it): the next backup reads what changed.
+    const third = await backUpCached(src, cache);
+    expect(third.filesRead).toBeGreaterThan(0);
+    expect(await entriesOf(third.archive)).toEqual(entries);
   });
 });
