@@ -81,4 +81,16 @@ describe('downloadArtifact', () => {
     expect(requested).toEqual([a.id, b.id]);
     expect(movable).toEqual([1000, b.size, a.size, b.size]);
   });
+
+  it('fails a list that is not the one recorded when it is read, even when reading starts late', async () => {
+    const a = encodeChunk(randomBytes(30_000), { level: 0 });
+    const artifact = { ...artifactOf([{ id: a.id, size: a.size }]), sha256: 'f'.repeat(64) };
+    const stream = downloadArtifact(fakeServer(new Map([[a.id, a.stored]])), artifact, fakeJobContext().ctx);
+    // The restore prepares its target first: the failure comes meanwhile, with nobody reading yet.
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    const err = await (async () => {
+      for await (const _ of stream as AsyncIterable<Buffer>) void _;
+    })().catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'integrity', message: expect.stringMatching(/chunk list does not match the digest/) });
+  });
 });

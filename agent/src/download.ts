@@ -62,6 +62,10 @@ export function downloadArtifact(link: ServerLink, artifact: ArtifactForRestore,
   });
 
   ownedChunkStreams.add(stream);
+  // The consumer sees a failure by reading (an errored stream rejects its iteration, and a pipeline's): this only
+  // keeps one that comes before it reads (the chunk list is checked on the next tick, while the restore still
+  // prepares its target) from being an uncaught exception that stops the agent.
+  stream.on('error', () => {});
   const fail = (err: LifeboatError) => {
     if (!stream.destroyed) stream.destroy(err);
   };

@@ -623,6 +623,14 @@ describe('files source: restore failures', () => {
     expect(openFilesUnder(target)).toEqual([]);
   });
 
+  it('fails with the error of an input that broke before the restore read it, and nothing else fails', async () => {
+    const input = new Readable({ read() {} });
+    input.destroy(new LifeboatError('integrity', 'the chunk list does not match'));
+    const target = path.join(base, 'broken-early', 'target');
+    const err = await filesSource.restore(input, { kind: 'dir', path: target, force: false }, { preserveOwner: false }, testContext().ctx).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'integrity', message: 'the chunk list does not match' });
+  });
+
   it('fails with the error of the input when the download breaks', async () => {
     const { archive } = await archiveWithBigFile('broken-input/src');
     const input = new Readable({ read() {} });

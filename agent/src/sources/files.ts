@@ -54,6 +54,9 @@ async function restoreFiles(
   ctx: JobContext,
   limits: FilesRestoreLimits,
 ): Promise<RestoreSummary> {
+  // An input that fails while the target is prepared is seen when extraction reads it (an errored stream rejects
+  // its reading), not as an uncaught exception meanwhile.
+  input.on('error', () => {});
   try {
     if (ctx.signal.aborted) throw abortReason(ctx.signal);
     const prepared = await prepareTarget(target);
