@@ -2,7 +2,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { FsBackend, LifeboatError, newEncryptionSettings, type StoreBackend } from '@lifeboat/shared';
+import { FsBackend, LifeboatError, newEncryptionSettings, Plan, type StoreBackend } from '@lifeboat/shared';
+import { backupDriver } from './backup-driver.suite.js';
+import { Catalog } from './catalog/catalog.js';
+import { openCatalogDb } from './catalog/db.js';
 import { ENCRYPTION_UNDECIDED, RepositoryEncryption, type SnapshotStorage } from './encryption.js';
 
 let dir = '';
@@ -39,6 +42,23 @@ describe('repository encryption: chosen before the first backup', () => {
     expect(err.code).toBe('conflict');
     expect(err.message).toBe(ENCRYPTION_UNDECIDED);
     expect(err.message).toMatch(/lifeboat encryption init --passphrase-file FILE.*lifeboat encryption off/);
+  });
+
+  it('fails a backup job queued before the choice (by an earlier version) instead of sending it', async () => {
+    const catalog = new Catalog(openCatalogDb(join(dir, 'catalog.db')));
+    try {
+      const clock = Date.parse('2025-03-01T02:00:00Z');
+      const driver = backupDriver(catalog, backend, () => clock);
+      const agentId = driver.enroll('web-1');
+      catalog.applyPlans([Plan.parse({ id: 'web', agent: 'web-1', steps: [{ files: { paths: ['/srv'] } }] })], clock);
+      // As an earlier version queued it, without asking.
+      const { job } = catalog.createBackupJobUnlessActive({ id: 'job_queued1', planId: 'web', agentId, trigger: 'schedule', now: clock });
+      driver.jobs.dispatch(agentId);
+      expect(catalog.job(job.id)).toMatchObject({ status: 'failed', errorCode: 'conflict', errorMessage: ENCRYPTION_UNDECIDED });
+      expect(driver.sent.filter((m) => m.type === 'job.backup')).toEqual([]);
+    } finally {
+      catalog.close();
+    }
   });
 
   it('keeps "off" across restarts, and can still be encrypted later', async () => {

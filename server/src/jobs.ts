@@ -208,6 +208,9 @@ export class JobService {
       return;
     }
     if (this.expired(job, row.plan)) return;
+    // Checked when the job was asked for, and again here: a job queued before this version (or before a store
+    // lost its choice) must not back up in plaintext unasked. Fails the job with how to choose.
+    this.encryption.requireChoice();
     if (!this.catalog.transitionJob(job.id, ['queued'], { status: 'dispatched', dispatchedAt: this.clock() })) return;
     this.live.set(job.id, this.newLive(job, row.plan, null));
     this.link!.send(job.agentId, 'job.backup', { jobId: job.id, plan: row.plan });
