@@ -244,7 +244,7 @@ export async function uploadArtifact(
       size += usedBytes(ref);
       chunks++;
       listDigest.add(ref);
-      reused.push(ref.offset === undefined ? { id: ref.id, size: ref.size } : { id: ref.id, size: ref.size, offset: ref.offset, length: ref.length! });
+      reused.push(ref);
       if (reused.length >= MAX_CHUNK_QUERY) sendReused();
     }
     ctx.progress('uploading', size);

@@ -67,13 +67,15 @@ export const KEEP_SLICES_MS = 7 * 24 * 3600 * 1000;
 export interface StoredEntry {
   key: string;
   line: ManifestLine;
+  /** Its bytes in the archive (header, content, padding), and the slices of chunks that hold them. */
+  bytes: number;
   chunks: ChunkUse[];
   /** Since when its group has kept entries from older chunks (its record's keptSince), or null if it never did. */
   keptSince: number | null;
 }
 
 /** The entries of a group record, by path, with the slices of the record's chunks that hold their bytes. */
-export function storedEntries(record: SegmentRecord, into: Map<string, StoredEntry>): void {
+function storedEntries(record: SegmentRecord, into: Map<string, StoredEntry>): void {
   if (!record.entries) return;
   const items = record.entries.split(',');
   if (items.length !== record.manifest.length) return;
@@ -84,7 +86,7 @@ export function storedEntries(record: SegmentRecord, into: Map<string, StoredEnt
     const bytes = Number(item.slice(colon + 1));
     if (colon < 0 || !Number.isSafeInteger(bytes) || bytes < 0) return;
     const chunks = key === '' ? [] : slicesOf(record.chunks, offset, bytes);
-    if (chunks.length > 0) into.set(record.manifest[i]!.path, { key, line: record.manifest[i]!, chunks, keptSince: record.keptSince ?? null });
+    if (chunks.length > 0) into.set(record.manifest[i]!.path, { key, line: record.manifest[i]!, bytes, chunks, keptSince: record.keptSince ?? null });
     offset += bytes;
   }
 }

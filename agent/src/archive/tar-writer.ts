@@ -390,9 +390,9 @@ function keptEntries(rootIndex: number, entries: readonly PlannedEntry[], cache:
       if (i === 0 || kept[i - 1]) pieces++;
       continue;
     }
+    keptBytes += k.bytes;
     for (const c of k.chunks) {
       appendChunkUse(run, c);
-      keptBytes += usedBytes(c);
       keptFrom.set(c.id, c.size);
     }
   }
@@ -439,7 +439,7 @@ async function* writeGroup(rootIndex: number, entries: readonly PlannedEntry[], 
       }
       for (const c of k.chunks) appendChunkUse(keptRun, c);
       archived.add(e.header, e.kind === 'file' ? e.info : null);
-      entryItems.push(`${k.key}:${k.chunks.reduce((n, c) => n + usedBytes(c), 0)}`);
+      entryItems.push(`${k.key}:${k.bytes}`);
       if (e.kind === 'file') a.filesReused++;
       await note(a, lines, k.line);
       continue;
