@@ -1,12 +1,12 @@
-import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ContentDefinedChunker, usedPart, type ChunkRef, type ChunkUse } from '@lifeboat/shared';
+import type { ChunkUse } from '@lifeboat/shared';
 import { fakeJobContext } from '../sources/test-context.suite.js';
 import { KEEP_SLICES_MS, walkOrder } from './files-cache.js';
 import { archivePaths } from './tar-writer.js';
+import { takeAsUpload } from './upload-emulation.suite.js';
 
 let base: string;
 beforeAll(() => {
@@ -26,10 +26,7 @@ interface Run {
   warnings: string[];
 }
 
-/**
- * One backup as the upload does it: cut at every segment end, ids told to the segment, reused chunks taken from
- * the store. `absent` plays the server's answer to the chunks query.
- */
+/** One backup as the upload does it (takeAsUpload). `absent` plays the server's answer to the chunks query. */
 async function backUp(paths: string[], cacheFile: string, options: { absent?: (ids: string[]) => Set<string>; identity?: string; stored?: boolean; now?: number } = {}): Promise<Run> {
   const t = fakeJobContext();
   const ctx = {
@@ -43,34 +40,10 @@ async function backUp(paths: string[], cacheFile: string, options: { absent?: (i
     },
   };
   const archive = await archivePaths(paths, [], ctx);
-  const chunker = new ContentDefinedChunker();
-  const parts: Buffer[] = [];
-  const chunks: ChunkUse[] = [];
-  let segment: ChunkRef[] = [];
-  const take = (plain: Buffer) => {
-    const ref = { id: createHash('sha256').update(plain).digest('hex'), size: plain.length };
-    store.set(ref.id, plain);
-    parts.push(plain);
-    chunks.push(ref);
-    segment.push(ref);
-  };
-  for await (const piece of archive.pieces) {
-    if (Buffer.isBuffer(piece)) chunker.push(piece).forEach(take);
-    else if (piece.type === 'segment-end') {
-      chunker.cut().forEach(take);
-      piece.onChunks?.(Promise.resolve(segment));
-      segment = [];
-    } else {
-      for (const ref of piece.chunks) {
-        parts.push(usedPart(store.get(ref.id)!, ref));
-        chunks.push(ref);
-      }
-    }
-  }
-  chunker.finish().forEach(take);
+  const { bytes, chunks } = await takeAsUpload(archive.pieces, store);
   await archive.metadata;
   await archive.settle(options.stored ?? true);
-  return { bytes: Buffer.concat(parts), chunks, ...archive.reads, warnings: t.warnings };
+  return { bytes, chunks, ...archive.reads, warnings: t.warnings };
 }
 
 /** The archive of `src` as a backup without a files cache makes it: what every cached backup must equal. */

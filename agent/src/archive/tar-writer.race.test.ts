@@ -4,10 +4,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { Parser } from 'tar';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { createHash } from 'node:crypto';
-import { ContentDefinedChunker, createLogger, usedPart } from '@lifeboat/shared';
+import { createLogger } from '@lifeboat/shared';
 import type { JobContext } from '../sources/source.js';
 import { archivePaths } from './tar-writer.js';
+import { takeAsUpload } from './upload-emulation.suite.js';
 
 /**
  * A file changed between the walk's lstat and the open that reads it. The archiver reads a group's files right
@@ -80,30 +80,13 @@ describe('a small file changed between walk and read', () => {
 /** Every chunk the backups below made, by id: what a store would hold. */
 const store = new Map<string, Buffer>();
 
-/** One backup with a files cache, as the upload does it; the archive put back together, reused slices included. */
+/** One backup with a files cache, as the upload does it (takeAsUpload); the archive put back together. */
 async function backUpCached(src: string, cacheFile: string): Promise<{ archive: Buffer; filesRead: number; filesReused: number }> {
   const archive = await archivePaths([src], [], { ...ctx, filesCache: { file: cacheFile, identity: 'race', absent: async () => new Set<string>(), log: ctx.log } });
-  const chunker = new ContentDefinedChunker();
-  const parts: Buffer[] = [];
-  let segment: { id: string; size: number }[] = [];
-  const take = (plain: Buffer) => {
-    const ref = { id: createHash('sha256').update(plain).digest('hex'), size: plain.length };
-    store.set(ref.id, plain);
-    parts.push(plain);
-    segment.push(ref);
-  };
-  for await (const piece of archive.pieces) {
-    if (Buffer.isBuffer(piece)) chunker.push(piece).forEach(take);
-    else if (piece.type === 'segment-end') {
-      chunker.cut().forEach(take);
-      piece.onChunks?.(Promise.resolve(segment));
-      segment = [];
-    } else for (const ref of piece.chunks) parts.push(usedPart(store.get(ref.id)!, ref));
-  }
-  chunker.finish().forEach(take);
+  const { bytes } = await takeAsUpload(archive.pieces, store);
   await archive.metadata;
   await archive.settle(true);
-  return { archive: Buffer.concat(parts), ...archive.reads };
+  return { archive: bytes, ...archive.reads };
 }
 
 describe('a changed group whose unchanged files are kept from their chunk', () => {
