@@ -38,7 +38,6 @@ export function snapshotIdOfKey(key: string): string | null {
  * older Lifeboat must not read as whole chunks. A manifest is written as 1 when it has no slice, so older
  * versions can still read it.
  */
-export const MANIFEST_FORMAT = 2;
 const MANIFEST_FORMATS = [1, 2] as const;
 
 /** An artifact as its snapshot's manifest records it: the same facts the catalog keeps, chunk list included. */
@@ -48,7 +47,7 @@ export const ManifestArtifact = z
 export type ManifestArtifact = z.infer<typeof ManifestArtifact>;
 
 const manifestShape = {
-  format: z.union([z.literal(1), z.literal(2)]),
+  format: z.literal(MANIFEST_FORMATS),
   snapshotId: z.string().regex(/^[A-Za-z0-9_-]{1,100}$/),
   planId: z.string().min(1),
   agentId: z.string().min(1),
