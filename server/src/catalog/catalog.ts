@@ -1,13 +1,14 @@
-import { and, asc, count, desc, eq, getTableColumns, gt, inArray, sql, type SQL, type SQLWrapper } from 'drizzle-orm';
+import { and, asc, count, desc, eq, getTableColumns, inArray, sql, type SQL, type SQLWrapper } from 'drizzle-orm';
 import { LifeboatError, Plan, type ChunkUse, type JobStatus, type PackIndex, type Plan as PlanT } from '@lifeboat/shared';
 import type { CatalogDb } from './db.js';
 import type { Statement } from 'better-sqlite3';
-import { agents, artifactChunks, artifacts, chunks, drills, enrollmentTokens, jobs, packs, plans, snapshots } from './schema.js';
+import { agents, artifactChunks, artifacts, chunkNumbers, chunks, drills, enrollmentTokens, jobs, packs, plans, snapshots } from './schema.js';
 
 export type AgentRow = typeof agents.$inferSelect;
 export type JobRow = typeof jobs.$inferSelect;
 export type SnapshotRow = typeof snapshots.$inferSelect;
-export type ArtifactRow = typeof artifacts.$inferSelect;
+/** An artifact as the rest of the server sees it: its chunk list's number is the catalog's own business. */
+export type ArtifactRow = Omit<typeof artifacts.$inferSelect, 'chunkList'>;
 export type PlanRow = { plan: PlanT; createdAt: number; updatedAt: number };
 
 export const ACTIVE_JOB_STATUSES: JobStatus[] = ['queued', 'dispatched', 'running'];
@@ -266,17 +267,33 @@ export class Catalog {
   private insertSnapshot(tx: Tx, snap: NewSnapshot): void {
     const size = snap.artifacts.reduce((n, a) => n + a.size, 0);
     tx.insert(snapshots).values({ id: snap.id, planId: snap.planId, agentId: snap.agentId, jobId: snap.jobId, status: 'complete', createdAt: snap.createdAt, startedAt: snap.startedAt, size }).run();
+    const numbers = new Map<string, number>();
     for (const a of snap.artifacts) {
+      const list = (tx.select({ last: sql<number | null>`max(${artifacts.chunkList})` }).from(artifacts).get()?.last ?? 0) + 1;
       tx.insert(artifacts)
-        .values({ id: a.id, snapshotId: snap.id, step: a.step, kind: a.kind, name: a.name, size: a.size, sha256: a.sha256, chunkCount: a.chunks.length, metadata: a.metadata })
+        .values({ id: a.id, snapshotId: snap.id, step: a.step, kind: a.kind, name: a.name, size: a.size, sha256: a.sha256, chunkCount: a.chunks.length, metadata: a.metadata, chunkList: list })
         .run();
       // Batches keep each INSERT well under SQLite's bound-parameter limit.
       for (let i = 0; i < a.chunks.length; i += 200) {
-        const batch = a.chunks.slice(i, i + 200).map((c, j) => ({ artifactId: a.id, seq: i + j, chunkId: c.id, size: c.size, sliceOffset: c.offset ?? null, sliceLength: c.length ?? null }));
+        const batch = a.chunks.slice(i, i + 200).map((c, j) => ({ list, seq: i + j, chunk: this.chunkNumber(c.id, numbers), size: c.size, sliceOffset: c.offset ?? null, sliceLength: c.length ?? null }));
         tx.insert(artifactChunks).values(batch).run();
       }
     }
   }
+
+  /** The number a chunk id has in the chunk lists (schema.ts chunkNumbers), given one if it has none yet. */
+  private chunkNumber(id: string, known: Map<string, number>): number {
+    let num = known.get(id);
+    if (num === undefined) {
+      this.numberOf ??= this.db.$client.prepare<[string], { num: number }>('SELECT num FROM chunk_numbers WHERE id = ?');
+      this.addNumber ??= this.db.$client.prepare<[string]>('INSERT INTO chunk_numbers (id) VALUES (?)');
+      num = this.numberOf.get(id)?.num ?? Number(this.addNumber.run(id).lastInsertRowid);
+      known.set(id, num);
+    }
+    return num;
+  }
+  private numberOf: Statement<[string], { num: number }> | undefined;
+  private addNumber: Statement<[string]> | undefined;
 
   snapshot(id: string): SnapshotRow | undefined {
     return this.db.select().from(snapshots).where(eq(snapshots.id, id)).get();
@@ -296,15 +313,18 @@ export class Catalog {
   }
 
   artifactsOf(snapshotId: string): ArtifactRow[] {
-    return this.db.select().from(artifacts).where(eq(artifacts.snapshotId, snapshotId)).orderBy(asc(artifacts.step)).all();
+    const { chunkList: _list, ...columns } = getTableColumns(artifacts);
+    return this.db.select(columns).from(artifacts).where(eq(artifacts.snapshotId, snapshotId)).orderBy(asc(artifacts.step)).all();
   }
 
   /** An artifact's chunk list, in order; a slice keeps its offset and length (protocol.ts ChunkUse). */
   chunksOf(artifactId: string): ChunkUse[] {
     return this.db
-      .select({ id: artifactChunks.chunkId, size: artifactChunks.size, offset: artifactChunks.sliceOffset, length: artifactChunks.sliceLength })
-      .from(artifactChunks)
-      .where(eq(artifactChunks.artifactId, artifactId))
+      .select({ id: chunkNumbers.id, size: artifactChunks.size, offset: artifactChunks.sliceOffset, length: artifactChunks.sliceLength })
+      .from(artifacts)
+      .innerJoin(artifactChunks, eq(artifactChunks.list, artifacts.chunkList))
+      .innerJoin(chunkNumbers, eq(chunkNumbers.num, artifactChunks.chunk))
+      .where(eq(artifacts.id, artifactId))
       .orderBy(asc(artifactChunks.seq))
       .all()
       .map((c) => (c.offset === null ? { id: c.id, size: c.size } : { id: c.id, size: c.size, offset: c.offset, length: c.length! }));
@@ -354,7 +374,7 @@ export class Catalog {
    */
   chunksInPackMarked(packId: string): (ChunkRow & { referenced: boolean })[] {
     return this.db
-      .select({ ...getTableColumns(chunks), referenced: sql<number>`exists (select 1 from ${artifactChunks} where ${artifactChunks.chunkId} = ${chunks.id})` })
+      .select({ ...getTableColumns(chunks), referenced: sql<number>`exists (select 1 from chunk_numbers n join artifact_chunks ac on ac.chunk = n.num where n.id = chunks.id)` })
       .from(chunks)
       .where(eq(chunks.packId, packId))
       .orderBy(asc(chunks.packOffset))
@@ -382,9 +402,10 @@ export class Catalog {
       .all();
     // A chunk's id fixes its plaintext, so (id, size) pairs are as distinct as ids.
     const planRefs = this.db
-      .selectDistinct({ planId: snapshots.planId, chunkId: artifactChunks.chunkId, plainSize: artifactChunks.size })
+      .selectDistinct({ planId: snapshots.planId, chunkId: chunkNumbers.id, plainSize: artifactChunks.size })
       .from(artifactChunks)
-      .innerJoin(artifacts, eq(artifacts.id, artifactChunks.artifactId))
+      .innerJoin(chunkNumbers, eq(chunkNumbers.num, artifactChunks.chunk))
+      .innerJoin(artifacts, eq(artifacts.chunkList, artifactChunks.list))
       .innerJoin(snapshots, eq(snapshots.id, artifacts.snapshotId))
       .as('plan_refs');
     const storedPerPlan = this.db
@@ -394,8 +415,9 @@ export class Catalog {
       .groupBy(planRefs.planId)
       .all();
     const allRefs = this.db
-      .selectDistinct({ chunkId: artifactChunks.chunkId, plainSize: artifactChunks.size })
+      .selectDistinct({ chunkId: chunkNumbers.id, plainSize: artifactChunks.size })
       .from(artifactChunks)
+      .innerJoin(chunkNumbers, eq(chunkNumbers.num, artifactChunks.chunk))
       .as('all_refs');
     const storedTotal = this.db.select(storedFigures(allRefs)).from(allRefs).leftJoin(chunks, eq(chunks.id, allRefs.chunkId)).get();
 
@@ -466,21 +488,25 @@ export class Catalog {
 
   /**
    * Removes a snapshot's rows (artifacts and chunk lists go with it) and stamps its chunks as just used, so
-   * garbage collection leaves them alone for its grace period.
+   * garbage collection leaves them alone for its grace period. The numbers of chunks no list uses any more go too.
    */
   deleteSnapshot(id: string, now: number): void {
     this.db.transaction((tx) => {
-      const chunkIds = tx
-        .selectDistinct({ id: artifactChunks.chunkId })
-        .from(artifactChunks)
-        .innerJoin(artifacts, eq(artifacts.id, artifactChunks.artifactId))
+      const used = tx
+        .selectDistinct({ num: chunkNumbers.num, id: chunkNumbers.id })
+        .from(artifacts)
+        .innerJoin(artifactChunks, eq(artifactChunks.list, artifacts.chunkList))
+        .innerJoin(chunkNumbers, eq(chunkNumbers.num, artifactChunks.chunk))
         .where(eq(artifacts.snapshotId, id))
-        .all()
-        .map((r) => r.id);
-      for (let i = 0; i < chunkIds.length; i += 200) {
-        tx.update(chunks).set({ lastUsedAt: now }).where(inArray(chunks.id, chunkIds.slice(i, i + 200))).run();
+        .all();
+      for (let i = 0; i < used.length; i += 200) {
+        tx.update(chunks).set({ lastUsedAt: now }).where(inArray(chunks.id, used.slice(i, i + 200).map((c) => c.id))).run();
       }
       tx.delete(snapshots).where(eq(snapshots.id, id)).run();
+      for (let i = 0; i < used.length; i += 200) {
+        const unused = sql`not exists (select 1 from artifact_chunks ac where ac.chunk = chunk_numbers.num)`;
+        tx.delete(chunkNumbers).where(and(inArray(chunkNumbers.num, used.slice(i, i + 200).map((c) => c.num)), unused)).run();
+      }
     });
   }
 
@@ -490,16 +516,14 @@ export class Catalog {
    * the chunk index keeps each page one ordered scan.
    */
   referencedChunksPage(options: { planId?: string; afterId: string; limit: number }): { id: string; size: number }[] {
-    return this.db
-      .select({ id: artifactChunks.chunkId, size: sql<number>`max(${artifactChunks.size})` })
-      .from(artifactChunks)
-      .innerJoin(artifacts, eq(artifacts.id, artifactChunks.artifactId))
-      .innerJoin(snapshots, eq(snapshots.id, artifacts.snapshotId))
-      .where(and(gt(artifactChunks.chunkId, options.afterId), options.planId === undefined ? undefined : eq(snapshots.planId, options.planId)))
-      .groupBy(artifactChunks.chunkId)
-      .orderBy(asc(artifactChunks.chunkId))
-      .limit(options.limit)
-      .all();
+    // Walks the chunk numbers in id order (their unique index) and takes those some list (of the plan) uses.
+    const uses =
+      options.planId === undefined
+        ? sql`select max(ac.size) from artifact_chunks ac where ac.chunk = n.num`
+        : sql`select max(ac.size) from artifact_chunks ac join artifacts a on a.chunk_list = ac.list join snapshots s on s.id = a.snapshot_id where ac.chunk = n.num and s.plan_id = ${options.planId}`;
+    return this.db.all<{ id: string; size: number }>(
+      sql`select id, size from (select n.id as id, (${uses}) as size from chunk_numbers n where n.id > ${options.afterId} order by n.id) where size is not null limit ${options.limit}`,
+    );
   }
 
   /** Snapshot ids whose artifacts reference any of these chunks. */
@@ -507,10 +531,11 @@ export class Catalog {
     const out = new Map<string, string[]>();
     for (let i = 0; i < chunkIds.length; i += 200) {
       const rows = this.db
-        .selectDistinct({ chunk: artifactChunks.chunkId, snapshot: artifacts.snapshotId })
-        .from(artifactChunks)
-        .innerJoin(artifacts, eq(artifacts.id, artifactChunks.artifactId))
-        .where(inArray(artifactChunks.chunkId, chunkIds.slice(i, i + 200)))
+        .selectDistinct({ chunk: chunkNumbers.id, snapshot: artifacts.snapshotId })
+        .from(chunkNumbers)
+        .innerJoin(artifactChunks, eq(artifactChunks.chunk, chunkNumbers.num))
+        .innerJoin(artifacts, eq(artifacts.chunkList, artifactChunks.list))
+        .where(inArray(chunkNumbers.id, chunkIds.slice(i, i + 200)))
         .all();
       for (const r of rows) out.set(r.chunk, [...(out.get(r.chunk) ?? []), r.snapshot]);
     }
