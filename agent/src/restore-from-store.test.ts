@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   buildSnapshotManifest,
@@ -62,7 +63,7 @@ async function backUp(snapshotId: string, createdAt: string): Promise<void> {
     plan,
     artifacts: [{ id: `art_${snapshotId}`, step: 0, kind: 'files', name: artifact.name, size, sha256: chunkListDigest(chunks), metadata, chunks }],
   });
-  await store.put(snapshotManifestKey(snapshotId), encodeSnapshotManifest(manifest));
+  await store.put(snapshotManifestKey(snapshotId), await encodeSnapshotManifest(manifest));
   snapshots.push(snapshotId);
 }
 
@@ -143,7 +144,7 @@ describe('restoreFromStore', () => {
   it('fails, naming the chunk, when the store lost one', async () => {
     const copy = new FsBackend(join(base, 'store-copy'));
     for await (const key of store.list('')) await copy.put(key, await store.get(key));
-    const manifest = JSON.parse((await copy.get(snapshotManifestKey('snap_second'))).toString()) as { artifacts: { chunks: { id: string }[] }[] };
+    const manifest = JSON.parse(gunzipSync(await copy.get(snapshotManifestKey('snap_second'))).toString()) as { artifacts: { chunks: { id: string }[] }[] };
     const lost = manifest.artifacts[0]!.chunks.at(-1)!.id;
     for await (const key of copy.list('index/')) {
       const index = readPackIndex(await copy.get(key), key);

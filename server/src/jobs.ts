@@ -620,7 +620,7 @@ export class JobService {
     const createdAt = this.clock();
     const startedAt = live.startedAt ?? createdAt;
     const manifest = buildSnapshotManifest({ snapshotId, planId: plan.id, agentId: live.agentId, jobId: live.id, createdAt: new Date(createdAt).toISOString(), startedAt: new Date(startedAt).toISOString(), plan, artifacts });
-    await this.backend.put(snapshotManifestKey(snapshotId), encodeSnapshotManifest(manifest));
+    await this.backend.put(snapshotManifestKey(snapshotId), await encodeSnapshotManifest(manifest));
     try {
       this.catalog.recordSnapshot({ id: snapshotId, planId: plan.id, agentId: live.agentId, jobId: live.id, createdAt, startedAt, artifacts }, createdAt, summary ?? `${artifacts.length} artifact(s)`);
     } catch (err) {

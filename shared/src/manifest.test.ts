@@ -1,3 +1,5 @@
+import { createHash } from 'node:crypto';
+import { gunzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { LifeboatError } from './errors.js';
 import { buildSnapshotManifest, chunkKey, encodeSnapshotManifest, readSnapshotManifest, snapshotIdOfKey, snapshotManifestKey, type SnapshotManifestInput } from './manifest.js';
@@ -34,10 +36,21 @@ describe('snapshot manifests', () => {
     expect(snapshotIdOfKey('snapshots/../x.json')).toBeNull();
   });
 
-  it('round-trip through the bytes written to the store', () => {
+  it('round-trip through the bytes written to the store', async () => {
     const manifest = buildSnapshotManifest(input);
-    const read = readSnapshotManifest(encodeSnapshotManifest(manifest), 'snapshots/snap_abc.json');
+    const written = await encodeSnapshotManifest(manifest);
+    expect(JSON.parse(gunzipSync(written).toString())).toEqual(manifest);
+    const read = readSnapshotManifest(written, 'snapshots/snap_abc.json');
     expect(read).toEqual({ ok: true, manifest, problems: [] });
+    // As an older Lifeboat wrote it: plain JSON.
+    expect(readSnapshotManifest(Buffer.from(JSON.stringify(manifest)), 'snapshots/snap_abc.json')).toEqual(read);
+  });
+
+  it('are stored compressed: a chunk list costs well under its JSON', async () => {
+    const chunks = Array.from({ length: 2000 }, (_, i) => ({ id: createHash('sha256').update(String(i)).digest('hex'), size: 1_000_000 + i }));
+    const big = buildSnapshotManifest({ ...input, artifacts: [{ ...input.artifacts[0]!, size: chunks.reduce((n, c) => n + c.size, 0), chunks }] });
+    const json = JSON.stringify(big).length;
+    expect((await encodeSnapshotManifest(big)).length).toBeLessThan(json * 0.6);
   });
 
   it('are refused at write time when they would not read back', () => {
@@ -52,8 +65,10 @@ describe('snapshot manifests', () => {
     }
   });
 
-  it('say what is wrong with a damaged one', () => {
-    const good = encodeSnapshotManifest(buildSnapshotManifest(input));
+  it('say what is wrong with a damaged one', async () => {
+    const written = await encodeSnapshotManifest(buildSnapshotManifest(input));
+    expect(readSnapshotManifest(written.subarray(0, 40))).toEqual({ ok: false, problems: ['not valid gzip (truncated or damaged)'] });
+    const good = gunzipSync(written);
     expect(readSnapshotManifest(good.subarray(0, 40))).toEqual({ ok: false, problems: ['not valid JSON (truncated or damaged)'] });
     expect(readSnapshotManifest(good, 'snapshots/snap_other.json')).toMatchObject({ ok: false, problems: [expect.stringMatching(/names snapshot snap_abc/)] });
     const future = JSON.stringify({ ...JSON.parse(good.toString()), format: 3 });
@@ -63,20 +78,20 @@ describe('snapshot manifests', () => {
     expect(readSnapshotManifest(Buffer.from(JSON.stringify(reordered)))).toMatchObject({ ok: false, problems: [expect.stringMatching(/steps run 0, 1, 2/)] });
   });
 
-  it('are format 1 without slices of chunks, so older versions still read them, and format 2 with', () => {
+  it('are format 1 without slices of chunks, so older versions still read them, and format 2 with', async () => {
     expect(buildSnapshotManifest(input).format).toBe(1);
     const sliced = { ...input, artifacts: [{ ...input.artifacts[0]!, size: 14, chunks: [{ id: id('b'), size: 10, offset: 2, length: 4 }, { id: id('b'), size: 10 }] }] };
     const manifest = buildSnapshotManifest(sliced);
     expect(manifest.format).toBe(2);
-    expect(readSnapshotManifest(encodeSnapshotManifest(manifest))).toEqual({ ok: true, manifest, problems: [] });
+    expect(readSnapshotManifest(await encodeSnapshotManifest(manifest))).toEqual({ ok: true, manifest, problems: [] });
     // A slice counts its length, not its chunk's size; a format 1 manifest with a slice is refused on reading.
     expect(() => buildSnapshotManifest({ ...sliced, artifacts: [{ ...sliced.artifacts[0]!, size: 20 }] })).toThrow(/does not validate/);
     const downgraded = JSON.stringify({ ...manifest, format: 1 });
     expect(readSnapshotManifest(Buffer.from(downgraded))).toMatchObject({ ok: false, problems: [expect.stringMatching(/lists slices of chunks, which format 1 has not/)] });
   });
 
-  it('stay usable when only the plan no longer validates', () => {
-    const raw = JSON.parse(encodeSnapshotManifest(buildSnapshotManifest(input)).toString());
+  it('stay usable when only the plan no longer validates', async () => {
+    const raw = JSON.parse(gunzipSync(await encodeSnapshotManifest(buildSnapshotManifest(input))).toString());
     raw.plan.steps = [{ tape: {} }];
     const read = readSnapshotManifest(Buffer.from(JSON.stringify(raw)));
     expect(read.ok).toBe(true);

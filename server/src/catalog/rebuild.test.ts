@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FsBackend, packKey, Plan, snapshotManifestKey, StorePackIndex } from '@lifeboat/shared';
 import { backupDriver } from '../backup-driver.suite.js';
@@ -148,7 +149,7 @@ describe('rebuildCatalog', () => {
     // One manifest cut short; one whose chunk the store lost; junk beside them.
     const text = (await backend.get(snapshotManifestKey(first))).toString();
     await backend.put(snapshotManifestKey(first), Buffer.from(text.slice(0, text.length / 2)));
-    const manifest = JSON.parse((await backend.get(snapshotManifestKey(second))).toString()) as { artifacts: { chunks: { id: string }[] }[] };
+    const manifest = JSON.parse(gunzipSync(await backend.get(snapshotManifestKey(second))).toString()) as { artifacts: { chunks: { id: string }[] }[] };
     await losePackOf(manifest.artifacts[0]!.chunks.at(-1)!.id);
     await backend.put('snapshots/snap_renamed.json', await backend.get(snapshotManifestKey(snapshots[2]!)));
 
@@ -167,7 +168,7 @@ describe('rebuildCatalog', () => {
   it('skips the chunk check when told to', async () => {
     const { snapshots } = await backedUp();
     await deleteCatalog();
-    const manifest = JSON.parse((await backend.get(snapshotManifestKey(snapshots[0]!))).toString()) as { artifacts: { chunks: { id: string }[] }[] };
+    const manifest = JSON.parse(gunzipSync(await backend.get(snapshotManifestKey(snapshots[0]!))).toString()) as { artifacts: { chunks: { id: string }[] }[] };
     await losePackOf(manifest.artifacts[0]!.chunks[0]!.id);
     expect((await rebuildCatalog(options({ checkChunks: false }))).snapshots).toBe(3);
   });
