@@ -3,7 +3,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { FsBackend, packKey, StorePackIndex } from '@lifeboat/shared';
+import { FsBackend, packKey, readSnapshotManifest, StorePackIndex } from '@lifeboat/shared';
 
 /** End-to-end tests drive the built programs as separate processes, the way an operator does. */
 export const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
@@ -219,8 +219,9 @@ export async function startFleet(dir: string, agents: { name: string; labels?: s
 
 /** The chunk ids a snapshot's manifest in a filesystem store lists, artifact by artifact, in order. */
 export async function snapshotChunkIds(storeDir: string, snapshotId: string): Promise<string[]> {
-  const manifest = JSON.parse(await readFile(join(storeDir, 'snapshots', `${snapshotId}.json`), 'utf8')) as { artifacts: { chunks: { id: string }[] }[] };
-  return manifest.artifacts.flatMap((a) => a.chunks.map((c) => c.id));
+  const read = readSnapshotManifest(await readFile(join(storeDir, 'snapshots', `${snapshotId}.json`)));
+  if (!read.ok) throw new Error(`the manifest of ${snapshotId} does not read: ${read.problems.join('; ')}`);
+  return read.manifest.artifacts.flatMap((a) => a.chunks.map((c) => c.id));
 }
 
 /**
