@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { chunkListDigest } from './chunk-codec.js';
-import { appendChunkUse, slicesOf, usedBytes, usedPart } from './chunk-slices.js';
+import { appendChunkUse, ChunkListSlicer, slicesOf, usedBytes, usedPart } from './chunk-slices.js';
 import { ChunkUse } from './protocol.js';
 
 const id = (c: string) => c.repeat(64);
@@ -56,5 +56,21 @@ describe('chunk slices', () => {
     const sliced = chunkListDigest([{ id: id('a'), size: 10, offset: 2, length: 4 }]);
     expect(sliced).not.toBe(chunkListDigest([{ id: id('a'), size: 10, offset: 3, length: 4 }]));
     expect(sliced).not.toBe(chunkListDigest([{ id: id('a'), size: 10 }]));
+  });
+
+  it('are cut from a long list stretch after stretch as slicesOf cuts them, going back when asked', () => {
+    // Whole chunks and slices of them, as a list that kept entries has them.
+    const list: ChunkUse[] = [];
+    for (let i = 0; i < 40; i++) list.push(i % 3 === 1 ? { id: id(String(i % 10)), size: 1000, offset: 100, length: 300 } : { id: id(String(i % 10)), size: 700 + i });
+    const total = list.reduce((n, c) => n + usedBytes(c), 0);
+    const slicer = new ChunkListSlicer(list);
+    let seed = 7;
+    const random = (below: number) => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % below;
+    for (let from = 0; from < total; from += random(900)) {
+      const length = 1 + random(2500);
+      expect(slicer.slices(from, length)).toEqual(slicesOf(list, from, length));
+    }
+    expect(slicer.slices(5, 10)).toEqual(slicesOf(list, 5, 10));
+    expect(slicer.slices(total - 1, 2)).toEqual([]);
   });
 });

@@ -61,3 +61,37 @@ export function appendChunkUse(list: ChunkUse[], c: ChunkUse): void {
   }
   list.push(c);
 }
+
+/**
+ * slicesOf for many stretches of one long list, taken in increasing order: each call resumes where the last one
+ * ended instead of counting from the start (a stretch before the last one starts the count again).
+ */
+export class ChunkListSlicer {
+  /** The entry the last stretch started in, and where in the stream that entry starts. */
+  private index = 0;
+  private at = 0;
+
+  constructor(private readonly chunks: readonly ChunkUse[]) {}
+
+  slices(from: number, length: number): ChunkUse[] {
+    if (from < this.at) {
+      this.index = 0;
+      this.at = 0;
+    }
+    while (this.index < this.chunks.length && this.at + usedBytes(this.chunks[this.index]!) <= from) {
+      this.at += usedBytes(this.chunks[this.index]!);
+      this.index++;
+    }
+    const out: ChunkUse[] = [];
+    const to = from + length;
+    let at = this.at;
+    for (let i = this.index; i < this.chunks.length && at < to; i++) {
+      const c = this.chunks[i]!;
+      const used = usedBytes(c);
+      const { start } = span(c);
+      out.push(sliceOf(c, start + Math.max(0, from - at), start + Math.min(used, to - at)));
+      at += used;
+    }
+    return at >= to ? out : [];
+  }
+}

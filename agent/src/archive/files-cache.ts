@@ -51,8 +51,30 @@ const SegmentRecord = z.object({
   entries: z.string().optional(),
   /** When this group first kept entries from older chunks (ms since the epoch): see KEEP_SLICES_MS. */
   keptSince: z.number().int().optional(),
+  /**
+   * Where the segment's first manifest line is in the archive's per-file manifest (its byte offset there): so an
+   * unchanged line can be kept from the chunks that stored the manifest (tar-writer.ts ManifestSpool).
+   */
+  manifestAt: z.number().int().min(0).optional(),
+  /**
+   * Only in the last record (root MANIFEST_RECORD_ROOT): the manifest entry itself, whose `chunks` hold its
+   * header (`contentAt` bytes), its content (`size` bytes), its padding and the end of the archive.
+   */
+  manifestEntry: z.object({ contentAt: z.number().int().min(0), size: z.number().int().min(0) }).optional(),
 });
 export type SegmentRecord = z.infer<typeof SegmentRecord>;
+
+/** The manifest entry's record comes after every root's (walk order is by root first). */
+const MANIFEST_RECORD_ROOT = 2 ** 31;
+
+/** The previous archive's manifest entry, as the files cache recorded it: what its lines may be kept from. */
+export interface StoredManifest {
+  chunks: ChunkUse[];
+  contentAt: number;
+  size: number;
+  /** Since when it has kept lines from older chunks, or null if it was written whole. */
+  keptSince: number | null;
+}
 
 /**
  * How long a group may go on keeping its entries as slices of older chunks before it is read and stored whole
@@ -72,6 +94,13 @@ export interface StoredEntry {
   chunks: ChunkUse[];
   /** Since when its group has kept entries from older chunks (its record's keptSince), or null if it never did. */
   keptSince: number | null;
+  /** Where its manifest line is in the previous archive's manifest, or null if the record did not say. */
+  lineAt: number | null;
+}
+
+/** A manifest line as the manifest holds it: what its length and its place there are counted in. */
+export function manifestText(line: ManifestLine): string {
+  return `${JSON.stringify(line)}\n`;
 }
 
 /** The entries of a group record, by path, with the slices of the record's chunks that hold their bytes. */
@@ -80,14 +109,17 @@ function storedEntries(record: SegmentRecord, into: Map<string, StoredEntry>): v
   const items = record.entries.split(',');
   if (items.length !== record.manifest.length) return;
   let offset = 0;
+  let lineAt = record.manifestAt ?? null;
   for (const [i, item] of items.entries()) {
     const colon = item.indexOf(':');
     const key = item.slice(0, colon);
     const bytes = Number(item.slice(colon + 1));
     if (colon < 0 || !Number.isSafeInteger(bytes) || bytes < 0) return;
     const chunks = key === '' ? [] : slicesOf(record.chunks, offset, bytes);
-    if (chunks.length > 0) into.set(record.manifest[i]!.path, { key, line: record.manifest[i]!, bytes, chunks, keptSince: record.keptSince ?? null });
+    const line = record.manifest[i]!;
+    if (chunks.length > 0) into.set(line.path, { key, line, bytes, chunks, keptSince: record.keptSince ?? null, lineAt });
     offset += bytes;
+    if (lineAt !== null) lineAt += Buffer.byteLength(manifestText(line));
   }
 }
 
@@ -114,6 +146,12 @@ export function walkOrder(rootA: number, a: string, rootB: number, b: string): n
   }
   return pa.length - pb.length;
 }
+
+/** What a record may say besides its segment's chunks and manifest lines (SegmentRecord). */
+export type RecordDetails = Partial<Pick<SegmentRecord, 'entries' | 'keptSince' | 'manifestAt' | 'manifestEntry'>>;
+
+/** The manifest entry's record has no segment key of its own: never looked up, only read at the end. */
+const MANIFEST_RECORD_KEY = '0'.repeat(64);
 
 export class FilesCache {
   private readonly temp: string;
@@ -206,16 +244,28 @@ export class FilesCache {
   }
 
   /** Remembers a segment for the next backup; `chunks` settles once its bytes were cut and hashed. */
-  record(root: number, first: string, key: string, chunks: Promise<ChunkUse[]>, manifest: ManifestLine[], group?: { entries: string; keptSince?: number | undefined }): void {
+  record(root: number, first: string, key: string, chunks: Promise<ChunkUse[]>, manifest: ManifestLine[], more: RecordDetails = {}): void {
     this.tail = this.tail.then(async () => {
       if (this.failed) return;
       try {
         const refs = await chunks;
-        if (refs.length > 0) this.write(JSON.stringify({ root, first, key, chunks: refs, manifest, ...group }) + '\n');
+        if (refs.length > 0) this.write(JSON.stringify({ root, first, key, chunks: refs, manifest, ...more }) + '\n');
       } catch {
         this.failed = true;
       }
     });
+  }
+
+  /** The previous archive's manifest entry, if the cache recorded it and the store still holds its chunks. */
+  previousManifest(): StoredManifest | null {
+    const record = this.readOld((old) => old.covering(MANIFEST_RECORD_ROOT, '', '').at(-1) ?? null, null);
+    if (!record?.manifestEntry || record.root !== MANIFEST_RECORD_ROOT || !this.usable(record)) return null;
+    return { chunks: record.chunks, ...record.manifestEntry, keptSince: record.keptSince ?? null };
+  }
+
+  /** Remembers this archive's manifest entry (the last record). */
+  recordManifest(chunks: Promise<ChunkUse[]>, entry: { contentAt: number; size: number }, keptSince: number | undefined): void {
+    this.record(MANIFEST_RECORD_ROOT, '', MANIFEST_RECORD_KEY, chunks, [], { manifestEntry: entry, keptSince });
   }
 
   /** The artifact is stored: the new cache replaces the old one. */
