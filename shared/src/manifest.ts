@@ -97,7 +97,8 @@ export function buildSnapshotManifest(input: SnapshotManifestInput): SnapshotMan
 const gzipAsync = promisify(gzip);
 
 /**
- * Compressed because a manifest lists every chunk of its snapshot, changed or not, by its 64 hex digits: about
+ * Compressed (since the version with catalog migration 0005: restore-from-store and rebuild-catalog of earlier
+ * versions cannot read these) because a manifest lists every chunk of its snapshot, changed or not, by its 64 hex digits: about
  * 96 bytes per chunk as JSON, about 40 compressed (0.8 against 0.35 MB per snapshot of the 1 GiB benchmark).
  * gzip rather than zstd: any machine can read it back (`zcat`) when the store is all that is left. Off the event
  * loop (zlib's thread pool): a large snapshot's manifest is megabytes.
@@ -106,8 +107,11 @@ export function encodeSnapshotManifest(manifest: SnapshotManifest): Promise<Buff
   return gzipAsync(Buffer.from(JSON.stringify(manifest)));
 }
 
-/** Far above any real manifest (a million chunks is about 100 MB): a store's object must not inflate without bound. */
-const MAX_MANIFEST_JSON = 1024 * 1024 * 1024;
+/**
+ * Far above any real manifest (a million chunks is about 100 MB of JSON) and under V8's longest string (about
+ * 512 MiB): a store's object must not inflate without bound.
+ */
+const MAX_MANIFEST_JSON = 448 * 1024 * 1024;
 
 /** A manifest's JSON text: gunzipped, or as it is when an older Lifeboat stored it uncompressed. */
 function manifestText(bytes: Buffer): { ok: true; text: string } | { ok: false; problem: string } {

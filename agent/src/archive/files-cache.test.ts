@@ -4,7 +4,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ChunkUse } from '@lifeboat/shared';
 import { fakeJobContext } from '../sources/test-context.suite.js';
-import { KEEP_SLICES_MS, walkOrder } from './files-cache.js';
+import { KEEP_SLICES_MS, ManifestLine, manifestText, walkOrder } from './files-cache.js';
 import { archivePaths } from './tar-writer.js';
 import { takeAsUpload } from './upload-emulation.suite.js';
 
@@ -167,6 +167,16 @@ describe('files cache', () => {
     expect(later.chunks.some((c) => c.offset !== undefined)).toBe(false);
     expect(later.bytes.equals(full)).toBe(true);
     expect((await backUp([src], cache, { now: week })).filesRead).toBe(0);
+  });
+
+  it('reads each kind of manifest line back to the same text (kept lines are the stored ones, written again)', () => {
+    const lines = [
+      { path: '/srv/a b/ü.txt', type: 'file', size: 12, sha256: 'ab'.repeat(32) },
+      { path: '/srv/dir', type: 'directory' },
+      { path: '/srv/link', type: 'symlink', target: '../x"y' },
+      { path: '/srv/again', type: 'hardlink', target: '/srv/a b/ü.txt' },
+    ] as const;
+    for (const line of lines) expect(manifestText(ManifestLine.parse(JSON.parse(JSON.stringify(line))))).toBe(manifestText(line));
   });
 
   it('keeps the unchanged lines of the per-file manifest from the chunks that stored it', async () => {

@@ -522,7 +522,7 @@ export class Catalog {
         ? sql`select max(ac.size) from artifact_chunks ac where ac.chunk = n.num`
         : sql`select max(ac.size) from artifact_chunks ac join artifacts a on a.chunk_list = ac.list join snapshots s on s.id = a.snapshot_id where ac.chunk = n.num and s.plan_id = ${options.planId}`;
     return this.db.all<{ id: string; size: number }>(
-      sql`select id, size from (select n.id as id, (${uses}) as size from chunk_numbers n where n.id > ${options.afterId} order by n.id) where size is not null limit ${options.limit}`,
+      sql`select id, size from (select n.id as id, (${uses}) as size from chunk_numbers n where n.id > ${options.afterId}) where size is not null order by id limit ${options.limit}`,
     );
   }
 
