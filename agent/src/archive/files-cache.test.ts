@@ -254,6 +254,25 @@ describe('files cache', () => {
     expect(edited.bytes.equals(await readWithoutCache(src))).toBe(true);
   });
 
+  it('keeps the manifest lines of a group read whole that did not change', async () => {
+    const src = layoutFixedDir('whole-group-lines');
+    tree(src);
+    const cache = path.join(base, 'whole-group-lines.cache');
+    const first = await backUp([src], cache);
+    // A file that grows to most of its group: keeping the others would keep under half of it, so it is read whole.
+    fs.appendFileSync(path.join(src, 'dir-04', 'file-20.txt'), 'x'.repeat(120_000));
+    const edited = await backUp([src], cache);
+    expect(edited.filesRead).toBeGreaterThan(5);
+    expect(edited.bytes.equals(await readWithoutCache(src))).toBe(true);
+    // New chunks under 16 KiB are the manifest's (a group is at least 16 KiB): its header, the changed line and
+    // the archive's end; the lines of the files read again but unchanged are kept.
+    const known = new Set(first.chunks.map((c) => c.id));
+    const small = new Map(edited.chunks.filter((c) => !known.has(c.id) && c.size < 16 * 1024).map((c) => [c.id, c.size]));
+    // (About 2.2 KB: 512 of header, the line, 1.5 KiB of end. With the unchanged lines of the group as new bytes
+    // too, 3.7 KB.)
+    expect([...small.values()].reduce((n, size) => n + size, 0)).toBeLessThan(3072);
+  });
+
   it('notices a change that keeps size and mtime (the ctime moves), and a metadata change', async () => {
     const src = path.join(base, 'sneaky');
     tree(src);

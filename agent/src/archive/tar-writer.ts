@@ -357,19 +357,31 @@ class SmallEntryGroup {
     const key = planned.digest();
     const reused = a.cache?.lookup(this.rootIndex, first, key);
     if (reused) return yield* reuse(this.rootIndex, reused, entries.filter((e) => e.kind === 'file').length, a);
-    yield* writeGroup(this.rootIndex, entries, a.cache ? keptEntries(this.rootIndex, entries, a.cache) : null, a);
+    yield* writeGroup(this.rootIndex, entries, a.cache ? groupHistory(this.rootIndex, entries, a.cache) : null, a);
   }
+}
+
+/** What the previous backup stored of a changed group's entries, and which of them can be kept as stored. */
+interface GroupHistory {
+  /** The previous backup's entries around the group, by path: where their manifest lines were, at least. */
+  stored: Map<string, StoredEntry>;
+  /** For each entry, as stored (null for those to read); null when the group is to be read whole. */
+  kept: (StoredEntry | null)[] | null;
+}
+
+/** What the previous backup stored of a changed group (GroupHistory). */
+function groupHistory(rootIndex: number, entries: readonly PlannedEntry[], cache: FilesCache): GroupHistory {
+  const lastListed = entries.findLast((e) => e.kind !== 'large-file-header');
+  // The large file a header announces is a segment of its own, after the group: its record is not looked at here.
+  const stored = lastListed ? cache.entriesAround(rootIndex, entries[0]!.path, lastListed.path) : new Map<string, StoredEntry>();
+  return { stored, kept: keptEntries(entries, stored) };
 }
 
 /**
  * Which entries of a changed group can be kept as stored (null for those to read), or null when the group is
  * to be read whole (nothing to keep, or keeping would fragment it: KEEP_ENTRIES).
  */
-function keptEntries(rootIndex: number, entries: readonly PlannedEntry[], cache: FilesCache): (StoredEntry | null)[] | null {
-  const lastListed = entries.findLast((e) => e.kind !== 'large-file-header');
-  if (!lastListed) return null;
-  // The large file a header announces is a segment of its own, after the group: its record is not looked at here.
-  const stored = cache.entriesAround(rootIndex, entries[0]!.path, lastListed.path);
+function keptEntries(entries: readonly PlannedEntry[], stored: Map<string, StoredEntry>): (StoredEntry | null)[] | null {
   if (stored.size === 0) return null;
   const kept = entries.map((e) => {
     if (e.kind === 'large-file-header') return null;
@@ -407,7 +419,13 @@ function keptEntries(rootIndex: number, entries: readonly PlannedEntry[], cache:
  * read (each run of them a segment of its own, so it becomes chunks of its own). The files cache records the
  * group with each entry's key and size, so a later change to it can keep its unchanged entries in turn.
  */
-async function* writeGroup(rootIndex: number, entries: readonly PlannedEntry[], kept: readonly (StoredEntry | null)[] | null, a: Archiver): AsyncGenerator<StreamPiece> {
+async function* writeGroup(rootIndex: number, entries: readonly PlannedEntry[], history: GroupHistory | null, a: Archiver): AsyncGenerator<StreamPiece> {
+  const kept = history?.kept ?? null;
+  /** Where the previous manifest has this very line, so the manifest can keep it even though its entry was read. */
+  const lineAt = (line: ManifestLine): number | null => {
+    const old = history?.stored.get(line.path);
+    return old && old.lineAt !== null && manifestText(old.line) === manifestText(line) ? old.lineAt : null;
+  };
   const lines: ManifestLine[] = [];
   const manifestAt = a.manifest.bytes;
   const entryItems: string[] = [];
@@ -461,7 +479,8 @@ async function* writeGroup(rootIndex: number, entries: readonly PlannedEntry[], 
       out.append(e.header);
       archived.add(e.header, null);
       entryItems.push(`${entryKey(e.header, null)}:${e.header.length}`);
-      await note(a, lines, lineOf(e));
+      const line = lineOf(e);
+      await note(a, lines, line, lineAt(line));
       continue;
     }
     const read = readSmallFile(e, a, out);
@@ -473,7 +492,8 @@ async function* writeGroup(rootIndex: number, entries: readonly PlannedEntry[], 
     archived.add(read.header, read.info);
     cacheable &&= read.complete;
     entryItems.push(`${read.complete ? entryKey(read.header, read.info) : ''}:${read.bytes}`);
-    await note(a, lines, { path: e.path, type: 'file', size: read.info.size, sha256: read.sha256 });
+    const line: ManifestLine = { path: e.path, type: 'file', size: read.info.size, sha256: read.sha256 };
+    await note(a, lines, line, lineAt(line));
   }
   if (keptRun.length > 0) {
     yield { type: 'reused', chunks: keptRun };
