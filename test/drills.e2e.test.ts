@@ -3,6 +3,7 @@ import { chmod, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
+import { readSnapshotManifest } from '@lifeboat/shared';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startScratchMariadb } from '../agent/src/scratch/mariadb.js';
 import { startScratchPostgres, type ScratchPostgres } from '../agent/src/scratch/postgres.js';
@@ -61,6 +62,9 @@ describe('restore drills on an isolated agent', () => {
     await mkdir(join(files, 'docs'), { recursive: true });
     await writeFile(join(files, 'docs/a.txt'), 'drill me\n'.repeat(1000));
     await writeBigFile(join(files, 'docs/b.bin'), 3 * 1024 * 1024);
+    // Enough files for the per-file manifest to keep its unchanged lines from the previous backup (files cache).
+    await mkdir(join(files, 'notes'));
+    for (let i = 0; i < 60; i++) await writeFile(join(files, 'notes', `note-${String(i).padStart(2, '0')}.txt`), `note ${i}\n`.repeat(20 + i));
     server = await startTestServer(join(dir.path, 'server'));
     app = await enrollAgent(server, dir.path, 'app-1');
     drillTmp = join(dir.path, 'drill-tmp');
@@ -115,9 +119,26 @@ describe('restore drills on an isolated agent', () => {
   });
 
   it('`lifeboat drill run` waits and prints the verdict; a drill is never sent to an agent the selector does not match', async () => {
+    // A second backup after an edit: its per-file manifest keeps the unchanged lines from the first one's
+    // chunks, and the drill checks that manifest (its SHA-256 as recorded, then every file against it).
+    await writeFile(join(files, 'notes', 'note-30.txt'), 'edited\n');
+    const { body } = await server.api<{ job: JobLike }>('POST', '/v1/plans/shop/backup');
+    const second = await waitForJob(server, body.job.id);
+    expect(second.status).toBe('succeeded');
+    expect(second.summary).toMatch(/ 1 file\(s\) read/);
+    const filesChunksOf = async (file: string) => {
+      const read = readSnapshotManifest(await readFile(join(server.dataDir, 'store', 'snapshots', file)));
+      if (!read.ok) throw new Error(read.problems.join('; '));
+      return read.manifest.artifacts.find((a) => a.kind === 'files')!.chunks;
+    };
+    const [firstFile] = (await readdir(join(server.dataDir, 'store', 'snapshots'))).filter((f) => f !== `${second.snapshotId}.json`);
+    // The first backup's manifest entry is in its last chunk; the second lists slices of that chunk.
+    const manifestChunk = (await filesChunksOf(firstFile!)).at(-1)!.id;
+    expect((await filesChunksOf(`${second.snapshotId}.json`)).filter((c) => c.id === manifestChunk && c.offset !== undefined).length).toBeGreaterThan(0);
     const res = await server.admin(['drill', 'run', 'shop']);
     expect(res.code, res.stderr + res.stdout).toBe(0);
     expect(res.stdout).toMatch(/PASS/);
+    expect(res.stdout).toMatch(/per-file manifest: 6\d entries checked/);
     expect((await server.api('POST', '/v1/plans', plan({ on: { labels: { role: 'nowhere' } } }))).status).toBe(200);
     const refused = await server.api<{ error: { code: string; message: string } }>('POST', '/v1/plans/shop/drill', {});
     expect(refused.status).toBe(400);
