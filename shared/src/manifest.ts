@@ -1,18 +1,18 @@
-import { promisify } from 'node:util';
-import { gunzipSync, gzip } from 'node:zlib';
 import { z } from 'zod';
 import { LifeboatError } from './errors.js';
 import { Plan, listIssues } from './plan.js';
 import { usedBytes } from './chunk-slices.js';
 import { artifactFields } from './protocol.js';
+import { compressJson, jsonText } from './store/compressed-json.js';
 
 /**
  * The self-describing store (DESIGN §5): what lies where, and the manifest each snapshot leaves beside its
  * chunks, so the catalog can be rebuilt and a snapshot restored from the store alone.
  *   packs/<first 2 hex>/<packId>   stored chunks (chunk-codec.ts) back to back (store/pack.ts)
  *   index/<packId>.json            which chunk lies where in that pack
- *   snapshots/<snapshotId>.json    one snapshot's manifest (below), written after all its chunks are durable:
- *                                  gzip-compressed JSON (`zcat` reads it; older versions wrote it plain)
+ *   snapshots/<snapshotId>.json    one snapshot's manifest (below), written after all its chunks are durable
+ * (index and snapshot objects are gzip-compressed JSON, store/compressed-json.ts: `zcat` reads them; older
+ * versions wrote them plain, which is still read)
  *   config/encryption.json         KDF parameters and key check (keys.ts EncryptionSettings), never a key
  *   config/unencrypted.json        the owner's choice to store backups in plaintext (`lifeboat encryption off`)
  *   quarantine/chunks/<2>/<id>     a copy of a chunk `verify` found damaged (evidence)
@@ -94,34 +94,13 @@ export function buildSnapshotManifest(input: SnapshotManifestInput): SnapshotMan
   return parsed.data;
 }
 
-const gzipAsync = promisify(gzip);
-
 /**
- * Compressed (since the version with catalog migration 0005: restore-from-store and rebuild-catalog of earlier
- * versions cannot read these) because a manifest lists every chunk of its snapshot, changed or not, by its 64 hex digits: about
- * 96 bytes per chunk as JSON, about 40 compressed (0.8 against 0.35 MB per snapshot of the 1 GiB benchmark).
- * gzip rather than zstd: any machine can read it back (`zcat`) when the store is all that is left. Off the event
- * loop (zlib's thread pool): a large snapshot's manifest is megabytes.
+ * Compressed (store/compressed-json.ts; since the version with catalog migration 0005: restore-from-store and
+ * rebuild-catalog of earlier versions cannot read these): a manifest lists every chunk of its snapshot, changed or
+ * not, about 96 bytes per chunk as JSON and 40 compressed (0.8 against 0.35 MB per snapshot of the 1 GiB benchmark).
  */
 export function encodeSnapshotManifest(manifest: SnapshotManifest): Promise<Buffer> {
-  return gzipAsync(Buffer.from(JSON.stringify(manifest)));
-}
-
-/**
- * Far above any real manifest (a million chunks is about 100 MB of JSON) and under V8's longest string (about
- * 512 MiB): a store's object must not inflate without bound.
- */
-const MAX_MANIFEST_JSON = 448 * 1024 * 1024;
-
-/** A manifest's JSON text: gunzipped, or as it is when an older Lifeboat stored it uncompressed. */
-function manifestText(bytes: Buffer): { ok: true; text: string } | { ok: false; problem: string } {
-  if (bytes[0] !== 0x1f || bytes[1] !== 0x8b) return { ok: true, text: bytes.toString('utf8') };
-  try {
-    return { ok: true, text: gunzipSync(bytes, { maxOutputLength: MAX_MANIFEST_JSON }).toString('utf8') };
-  } catch (err) {
-    const tooLarge = err instanceof RangeError || (err as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE';
-    return { ok: false, problem: tooLarge ? `it inflates past ${MAX_MANIFEST_JSON} bytes (not a manifest)` : 'not valid gzip (truncated or damaged)' };
-  }
+  return compressJson(manifest);
 }
 
 export type ReadManifest =
@@ -133,7 +112,7 @@ export type ReadManifest =
  * longer validates; not `ok` when anything a restore depends on is wrong, or the manifest is not the one its key names.
  */
 export function readSnapshotManifest(bytes: Buffer, key?: string): ReadManifest {
-  const text = manifestText(bytes);
+  const text = jsonText(bytes);
   if (!text.ok) return { ok: false, problems: [text.problem] };
   let raw: unknown;
   try {

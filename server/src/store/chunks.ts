@@ -158,7 +158,7 @@ export class PackWriter {
         // Written: the buffer may take the next pack (MAX_SEALING packs are written at a time, so one spare does).
         this.spare = buffer;
         const index: PackIndex = { format: PACK_INDEX_FORMAT, pack: packId, size, chunks: entries };
-        await this.backend.put(packIndexKey(packId), encodePackIndex(index));
+        await this.backend.put(packIndexKey(packId), await encodePackIndex(index));
         this.index.recordPack(index, this.clock(), this.move);
       } catch (err) {
         this.failure ??= err instanceof LifeboatError ? err : new LifeboatError('store_failed', `writing a pack failed: ${describeError(err).message}`);
