@@ -259,7 +259,8 @@ export class FilesCache {
   /** The previous archive's manifest entry, if the cache recorded it and the store still holds its chunks. */
   previousManifest(): StoredManifest | null {
     const record = this.readOld((old) => old.covering(MANIFEST_RECORD_ROOT, '', '').at(-1) ?? null, null);
-    if (!record?.manifestEntry || record.root !== MANIFEST_RECORD_ROOT || !this.usable(record)) return null;
+    // covering() gives only records of that root: the last one, when the previous backup recorded its manifest.
+    if (!record?.manifestEntry || !this.usable(record)) return null;
     return { chunks: record.chunks, ...record.manifestEntry, keptSince: record.keptSince ?? null };
   }
 

@@ -433,8 +433,7 @@ async function* writeGroup(rootIndex: number, entries: readonly PlannedEntry[], 
   const entryItems: string[] = [];
   const archived = new SegmentKey();
   let cacheable = true;
-  /** The group's chunk list in parts, in order: kept slices, and the chunks each run read became (once cut). */
-  const parts: (ChunkUse[] | Promise<ChunkUse[]> | null)[] = [];
+  const parts = new ChunkListParts();
   let keptRun: ChunkUse[] = [];
   let out: SegmentBuffer | null = null;
   /** The planned bytes of the entries to read from `i` to the next kept one: what a run's buffer is sized for. */
@@ -444,9 +443,8 @@ async function* writeGroup(rootIndex: number, entries: readonly PlannedEntry[], 
     return bytes;
   };
   const endRead = (): StreamPiece => {
-    const slot = parts.push(null) - 1;
     out = null;
-    return { type: 'segment-end', onChunks: (chunks) => (parts[slot] = chunks) };
+    return parts.cut();
   };
   for (const [i, e] of entries.entries()) {
     if (a.signal.aborted) throw abortReason(a.signal);
@@ -465,8 +463,7 @@ async function* writeGroup(rootIndex: number, entries: readonly PlannedEntry[], 
     }
     if (keptRun.length > 0) {
       // Reused chunks follow a segment end (the chunker is empty): they go in stream order.
-      yield { type: 'reused', chunks: keptRun };
-      parts.push(keptRun);
+      yield parts.kept(keptRun);
       keptRun = [];
     }
     out ??= new SegmentBuffer(runBytes(i));
@@ -497,26 +494,49 @@ async function* writeGroup(rootIndex: number, entries: readonly PlannedEntry[], 
     const line: ManifestLine = { path: e.path, type: 'file', size: read.info.size, sha256: read.sha256 };
     await note(a, lines, line, lineAt(line));
   }
-  if (keptRun.length > 0) {
-    yield { type: 'reused', chunks: keptRun };
-    parts.push(keptRun);
-  }
+  if (keptRun.length > 0) yield parts.kept(keptRun);
   if (out) {
     yield* out.drain();
     yield endRead();
   }
   const cache = a.cache;
-  // Recorded once every part is known: a reader that never reports a segment's chunks leaves no record.
-  if (!cache || !cacheable || parts.some((part) => part === null)) return;
-  const chunks = Promise.all(parts as (ChunkUse[] | Promise<ChunkUse[]>)[]).then((all) => {
-    const list: ChunkUse[] = [];
-    for (const part of all) for (const c of part) appendChunkUse(list, c);
-    return list;
-  });
+  if (!cache || !cacheable) return;
+  const chunks = parts.list();
+  if (!chunks) return;
   // Keeping entries from older chunks started when the oldest of the groups they were kept from started to.
   const since = kept?.reduce((min, k) => (k ? Math.min(min, k.keptSince ?? Infinity) : min), Infinity);
   const keptSince = kept ? (Number.isFinite(since) ? since : cache.now()) : undefined;
   cache.record(rootIndex, entries[0]!.path, archived.digest(), chunks, lines, { entries: entryItems.join(','), keptSince, manifestAt });
+}
+
+/**
+ * A segment's chunk list put together in stream order from its parts: kept chunks as they are, and the chunks
+ * each run of new bytes became (known once the upload has cut and hashed it).
+ */
+class ChunkListParts {
+  private readonly parts: (readonly ChunkUse[] | Promise<ChunkUse[]> | null)[] = [];
+
+  /** Ends a run of new bytes; its chunks take this place in the list. */
+  cut(): StreamPiece {
+    const slot = this.parts.push(null) - 1;
+    return { type: 'segment-end', onChunks: (chunks) => (this.parts[slot] = chunks) };
+  }
+
+  /** Kept chunks, as the stream's next piece (after a segment end: the chunker is empty). */
+  kept(chunks: readonly ChunkUse[]): StreamPiece {
+    this.parts.push(chunks);
+    return { type: 'reused', chunks };
+  }
+
+  /** The whole list; null when a reader never reported a run's chunks (then nothing is recorded). */
+  list(): Promise<ChunkUse[]> | null {
+    if (this.parts.some((part) => part === null)) return null;
+    return Promise.all(this.parts as (readonly ChunkUse[] | Promise<ChunkUse[]>)[]).then((all) => {
+      const list: ChunkUse[] = [];
+      for (const part of all) for (const c of part) appendChunkUse(list, c);
+      return list;
+    });
+  }
 }
 
 /** An entry's bytes in the archive as planned from its lstat: header, and a small file's padded content. */
@@ -943,7 +963,6 @@ class ManifestSpool {
   private pending: string[] = [];
   private pendingBytes = 0;
   private written = 0;
-  private added = 0;
   private lines = 0;
   private readonly hash = createHash('sha256');
   private digest: string | null = null;
@@ -971,7 +990,7 @@ class ManifestSpool {
 
   /** The manifest's bytes so far: where the next line goes. */
   get bytes(): number {
-    return this.added;
+    return this.written + this.pendingBytes;
   }
 
   /** Adds a line; `from`, where the previous archive's manifest has it (null if not known). Returns its length. */
@@ -981,7 +1000,6 @@ class ManifestSpool {
     this.follow(from, length);
     this.pending.push(text);
     this.pendingBytes += length;
-    this.added += length;
     this.lines++;
     if (this.pendingBytes >= SPOOL_FLUSH_BYTES) await this.flush();
     return length;
@@ -1020,12 +1038,7 @@ class ManifestSpool {
       return;
     }
     const plan = (previous && this.keptStretches(previous)) ?? [{ length: size, kept: null }];
-    /** The entry's chunk list in parts: the chunks each run of new bytes became (once cut), and kept slices. */
-    const parts: (ChunkUse[] | Promise<ChunkUse[]> | null)[] = [];
-    const cut = (): StreamPiece => {
-      const slot = parts.push(null) - 1;
-      return { type: 'segment-end', onChunks: (chunks) => (parts[slot] = chunks) };
-    };
+    const parts = new ChunkListParts();
     yield headerBytes;
     const reader = await open(this.file, 'r');
     try {
@@ -1033,10 +1046,8 @@ class ManifestSpool {
       let cutBefore = false;
       for (const stretch of plan) {
         if (stretch.kept) {
-          // Kept slices follow a segment end (the chunker is empty): they go in stream order.
-          if (!cutBefore) yield cut();
-          yield { type: 'reused', chunks: stretch.kept };
-          parts.push(stretch.kept);
+          if (!cutBefore) yield parts.cut();
+          yield parts.kept(stretch.kept);
           cutBefore = true;
         } else {
           yield* this.readBack(reader, at, stretch.length, signal);
@@ -1048,13 +1059,10 @@ class ManifestSpool {
       await reader.close();
     }
     yield Buffer.concat([Buffer.alloc(paddingOf(size)), END_OF_ARCHIVE]);
-    yield cut();
-    if (!cache || parts.some((part) => part === null)) return;
-    const chunks = Promise.all(parts as (ChunkUse[] | Promise<ChunkUse[]>)[]).then((all) => {
-      const list: ChunkUse[] = [];
-      for (const part of all) for (const c of part) appendChunkUse(list, c);
-      return list;
-    });
+    yield parts.cut();
+    if (!cache) return;
+    const chunks = parts.list();
+    if (!chunks) return;
     const kept = plan.some((stretch) => stretch.kept);
     cache.recordManifest(chunks, { contentAt: headerBytes.length, size }, kept ? (previous?.keptSince ?? cache.now()) : undefined);
   }
@@ -1062,7 +1070,7 @@ class ManifestSpool {
   /** Whether every line is where the previous manifest had it, and nothing more: the entry is then the same. */
   private unchangedFrom(previous: StoredManifest, headerLength: number): boolean {
     const [only, ...more] = this.stretches ?? [];
-    return more.length === 0 && only?.from === 0 && only.length === previous.size && this.written === previous.size && headerLength === previous.contentAt;
+    return more.length === 0 && only?.from === 0 && only.length === previous.size && headerLength === previous.contentAt;
   }
 
   /**
