@@ -33,20 +33,7 @@ function sliceOf(c: ChunkUse, start: number, end: number): ChunkUse {
  * the stream is shorter than that.
  */
 export function slicesOf(chunks: readonly ChunkUse[], from: number, length: number): ChunkUse[] {
-  const out: ChunkUse[] = [];
-  const to = from + length;
-  let at = 0;
-  for (const c of chunks) {
-    if (at >= to) break;
-    const used = usedBytes(c);
-    const next = at + used;
-    if (next > from) {
-      const { start } = span(c);
-      out.push(sliceOf(c, start + Math.max(0, from - at), start + Math.min(used, to - at)));
-    }
-    at = next;
-  }
-  return at >= to ? out : [];
+  return new ChunkListSlicer(chunks).slices(from, length);
 }
 
 /**
