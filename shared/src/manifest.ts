@@ -3,7 +3,7 @@ import { LifeboatError } from './errors.js';
 import { Plan, listIssues } from './plan.js';
 import { usedBytes } from './chunk-slices.js';
 import { artifactFields } from './protocol.js';
-import { compressJson, jsonText } from './store/compressed-json.js';
+import { compressJson, readJson } from './store/compressed-json.js';
 
 /**
  * The self-describing store (DESIGN §5): what lies where, and the manifest each snapshot leaves beside its
@@ -112,14 +112,9 @@ export type ReadManifest =
  * longer validates; not `ok` when anything a restore depends on is wrong, or the manifest is not the one its key names.
  */
 export function readSnapshotManifest(bytes: Buffer, key?: string): ReadManifest {
-  const text = jsonText(bytes);
-  if (!text.ok) return { ok: false, problems: [text.problem] };
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text.text);
-  } catch {
-    return { ok: false, problems: ['not valid JSON (truncated or damaged)'] };
-  }
+  const read = readJson(bytes);
+  if (!read.ok) return { ok: false, problems: [read.problem] };
+  const raw = read.value;
   const format = (raw as { format?: unknown } | null)?.format;
   if (typeof raw === 'object' && raw !== null && !(MANIFEST_FORMATS as readonly unknown[]).includes(format)) {
     return { ok: false, problems: [`manifest format ${JSON.stringify(format)} is not one this Lifeboat reads (${MANIFEST_FORMATS.join(', ')}); a newer Lifeboat may read it`] };

@@ -1,6 +1,6 @@
 import { gunzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { compressJson, jsonText } from './compressed-json.js';
+import { compressJson, readJson } from './compressed-json.js';
 import { encodePackIndex, packIndexKey, readPackIndex, type PackIndex } from './pack.js';
 
 const index: PackIndex = {
@@ -14,9 +14,10 @@ describe('the store\'s JSON objects', () => {
   it('are written gzip-compressed, and read back compressed or plain (as older versions wrote them)', async () => {
     const written = await compressJson({ a: 1 });
     expect(gunzipSync(written).toString()).toBe('{"a":1}');
-    expect(jsonText(written)).toEqual({ ok: true, text: '{"a":1}' });
-    expect(jsonText(Buffer.from('{"a":1}'))).toEqual({ ok: true, text: '{"a":1}' });
-    expect(jsonText(written.subarray(0, written.length - 4))).toEqual({ ok: false, problem: 'not valid gzip (truncated or damaged)' });
+    expect(readJson(written)).toEqual({ ok: true, value: { a: 1 } });
+    expect(readJson(Buffer.from('{"a":1}'))).toEqual({ ok: true, value: { a: 1 } });
+    expect(readJson(written.subarray(0, written.length - 4))).toEqual({ ok: false, problem: 'not valid gzip (truncated or damaged)' });
+    expect(readJson(Buffer.from('{"a":'))).toEqual({ ok: false, problem: 'not valid JSON (truncated or damaged)' });
   });
 
   it('include the pack index objects: half the size, and a damaged one is named', async () => {

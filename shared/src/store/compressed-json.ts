@@ -19,13 +19,21 @@ export function compressJson(value: unknown): Promise<Buffer> {
  */
 const MAX_JSON_BYTES = 448 * 1024 * 1024;
 
-/** An object's JSON text: gunzipped, or as it is when an older Lifeboat stored it uncompressed. */
-export function jsonText(bytes: Buffer): { ok: true; text: string } | { ok: false; problem: string } {
-  if (bytes[0] !== 0x1f || bytes[1] !== 0x8b) return { ok: true, text: bytes.toString('utf8') };
+/** An object's JSON, parsed: gunzipped first, or as it is when an older Lifeboat stored it uncompressed. */
+export function readJson(bytes: Buffer): { ok: true; value: unknown } | { ok: false; problem: string } {
+  let text: string;
+  if (bytes[0] !== 0x1f || bytes[1] !== 0x8b) text = bytes.toString('utf8');
+  else {
+    try {
+      text = gunzipSync(bytes, { maxOutputLength: MAX_JSON_BYTES }).toString('utf8');
+    } catch (err) {
+      const tooLarge = err instanceof RangeError || (err as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE';
+      return { ok: false, problem: tooLarge ? `it inflates past ${MAX_JSON_BYTES} bytes` : 'not valid gzip (truncated or damaged)' };
+    }
+  }
   try {
-    return { ok: true, text: gunzipSync(bytes, { maxOutputLength: MAX_JSON_BYTES }).toString('utf8') };
-  } catch (err) {
-    const tooLarge = err instanceof RangeError || (err as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE';
-    return { ok: false, problem: tooLarge ? `it inflates past ${MAX_JSON_BYTES} bytes` : 'not valid gzip (truncated or damaged)' };
+    return { ok: true, value: JSON.parse(text) };
+  } catch {
+    return { ok: false, problem: 'not valid JSON (truncated or damaged)' };
   }
 }

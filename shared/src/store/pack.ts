@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { LifeboatError } from '../errors.js';
 import type { StoreBackend } from './backend.js';
-import { compressJson, jsonText } from './compressed-json.js';
+import { compressJson, readJson } from './compressed-json.js';
 
 /**
  * Pack files (restic's packs, git's packfiles): the store keeps chunks many to an object, so a backup of many
@@ -61,15 +61,9 @@ export function encodePackIndex(index: PackIndex): Promise<Buffer> {
 
 /** An index object read back from the (untrusted) store; it must name the pack its key names. */
 export function readPackIndex(bytes: Buffer, key: string): PackIndex {
-  const text = jsonText(bytes);
-  if (!text.ok) throw new LifeboatError('integrity', `pack index ${key}: ${text.problem}`);
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text.text);
-  } catch {
-    throw new LifeboatError('integrity', `pack index ${key} is not valid JSON (truncated or damaged)`);
-  }
-  const parsed = PackIndex.safeParse(raw);
+  const read = readJson(bytes);
+  if (!read.ok) throw new LifeboatError('integrity', `pack index ${key}: ${read.problem}`);
+  const parsed = PackIndex.safeParse(read.value);
   if (!parsed.success) throw new LifeboatError('integrity', `pack index ${key} is damaged: ${parsed.error.issues[0]?.message ?? 'invalid'}`);
   if (packIdOfKey(key) !== parsed.data.pack) throw new LifeboatError('integrity', `pack index ${key} describes pack ${parsed.data.pack}, not the one its key names`);
   return parsed.data;
