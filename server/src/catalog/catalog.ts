@@ -503,8 +503,8 @@ export class Catalog {
         tx.update(chunks).set({ lastUsedAt: now }).where(inArray(chunks.id, used.slice(i, i + 200).map((c) => c.id))).run();
       }
       tx.delete(snapshots).where(eq(snapshots.id, id)).run();
+      const unused = sql`not exists (select 1 from artifact_chunks ac where ac.chunk = chunk_numbers.num)`;
       for (let i = 0; i < used.length; i += 200) {
-        const unused = sql`not exists (select 1 from artifact_chunks ac where ac.chunk = chunk_numbers.num)`;
         tx.delete(chunkNumbers).where(and(inArray(chunkNumbers.num, used.slice(i, i + 200).map((c) => c.num)), unused)).run();
       }
     });
