@@ -2,6 +2,7 @@ import { and, asc, count, desc, eq, getTableColumns, inArray, sql, type SQL, typ
 import { LifeboatError, Plan, type ChunkUse, type JobStatus, type PackIndex, type Plan as PlanT } from '@lifeboat/shared';
 import type { CatalogDb } from './db.js';
 import type { Statement } from 'better-sqlite3';
+import { hexIdBytes, hexIdOf } from './hex-id.js';
 import { agents, artifactChunks, artifacts, chunkNumbers, chunks, drills, enrollmentTokens, jobs, packs, plans, snapshots } from './schema.js';
 
 export type AgentRow = typeof agents.$inferSelect;
@@ -285,15 +286,16 @@ export class Catalog {
   private chunkNumber(id: string, known: Map<string, number>): number {
     let num = known.get(id);
     if (num === undefined) {
-      this.numberOf ??= this.db.$client.prepare<[string], { num: number }>('SELECT num FROM chunk_numbers WHERE id = ?');
-      this.addNumber ??= this.db.$client.prepare<[string]>('INSERT INTO chunk_numbers (id) VALUES (?)');
-      num = this.numberOf.get(id)?.num ?? Number(this.addNumber.run(id).lastInsertRowid);
+      this.numberOf ??= this.db.$client.prepare<[Buffer], { num: number }>('SELECT num FROM chunk_numbers WHERE id = ?');
+      this.addNumber ??= this.db.$client.prepare<[Buffer]>('INSERT INTO chunk_numbers (id) VALUES (?)');
+      const bytes = hexIdBytes(id);
+      num = this.numberOf.get(bytes)?.num ?? Number(this.addNumber.run(bytes).lastInsertRowid);
       known.set(id, num);
     }
     return num;
   }
-  private numberOf: Statement<[string], { num: number }> | undefined;
-  private addNumber: Statement<[string]> | undefined;
+  private numberOf: Statement<[Buffer], { num: number }> | undefined;
+  private addNumber: Statement<[Buffer]> | undefined;
 
   snapshot(id: string): SnapshotRow | undefined {
     return this.db.select().from(snapshots).where(eq(snapshots.id, id)).get();
@@ -355,10 +357,11 @@ export class Catalog {
 
   /** Where the store holds a chunk; undefined when it does not (the hot path of every offer and restore). */
   chunkLocation(id: string): { pack: string; offset: number; length: number } | undefined {
-    this.locate ??= this.db.$client.prepare('SELECT pack_id AS pack, pack_offset AS offset, stored_size AS length FROM chunks WHERE id = ?');
-    return this.locate.get(id) as { pack: string; offset: number; length: number } | undefined;
+    this.locate ??= this.db.$client.prepare<[Buffer], { pack: Buffer; offset: number; length: number }>('SELECT pack_id AS pack, pack_offset AS offset, stored_size AS length FROM chunks WHERE id = ?');
+    const at = this.locate.get(hexIdBytes(id));
+    return at && { pack: hexIdOf(at.pack), offset: at.offset, length: at.length };
   }
-  private locate: Statement | undefined;
+  private locate: Statement<[Buffer], { pack: Buffer; offset: number; length: number }> | undefined;
 
   hasPack(packId: string): boolean {
     return this.db.select({ id: packs.id }).from(packs).where(eq(packs.id, packId)).get() !== undefined;
@@ -521,9 +524,11 @@ export class Catalog {
       options.planId === undefined
         ? sql`select max(ac.size) from artifact_chunks ac where ac.chunk = n.num`
         : sql`select max(ac.size) from artifact_chunks ac join artifacts a on a.chunk_list = ac.list join snapshots s on s.id = a.snapshot_id where ac.chunk = n.num and s.plan_id = ${options.planId}`;
-    return this.db.all<{ id: string; size: number }>(
-      sql`select id, size from (select n.id as id, (${uses}) as size from chunk_numbers n where n.id > ${options.afterId}) where size is not null order by id limit ${options.limit}`,
-    );
+    // Ids are blobs (schema.ts hexId), which order as their hex does; '' is before every id.
+    const after = options.afterId === '' ? Buffer.alloc(0) : hexIdBytes(options.afterId);
+    return this.db
+      .all<{ id: Buffer; size: number }>(sql`select id, size from (select n.id as id, (${uses}) as size from chunk_numbers n where n.id > ${after}) where size is not null order by id limit ${options.limit}`)
+      .map((r) => ({ id: hexIdOf(r.id), size: r.size }));
   }
 
   /** Snapshot ids whose artifacts reference any of these chunks. */

@@ -1,6 +1,20 @@
-import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
+import { customType, index, integer, primaryKey, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
+import { hexIdBytes, hexIdOf } from './hex-id.js';
 
 /** Times are milliseconds since the epoch by the server's clock (DESIGN §11: the agent's clock is metadata only). */
+
+/**
+ * A hex id (a chunk's SHA-256, a pack's 128 random bits) kept as its bytes: half the size in its row and in every
+ * index that holds it. The chunk tables hold each new chunk's id four times (a row and an index each): 436 bytes
+ * of catalog per new chunk as hex, 260 as bytes. The code sees the lowercase hex string.
+ * The columns stay declared text, as migration 0000 made them: SQLite keeps a blob as given in any column, and
+ * migration 0006 turned the hex strings already there into blobs.
+ */
+const hexId = customType<{ data: string; driverData: Buffer }>({
+  dataType: () => 'text',
+  toDriver: hexIdBytes,
+  fromDriver: hexIdOf,
+});
 
 export const agents = sqliteTable('agents', {
   id: text('id').primaryKey(),
@@ -93,7 +107,7 @@ export const artifacts = sqliteTable('artifacts', {
  */
 export const chunkNumbers = sqliteTable('chunk_numbers', {
   num: integer('num').primaryKey(),
-  id: text('id').notNull(),
+  id: hexId('id').notNull(),
 }, (t) => [uniqueIndex('chunk_numbers_id').on(t.id)]);
 
 /**
@@ -117,8 +131,8 @@ export const artifactChunks = sqliteTable('artifact_chunks', {
  * index objects say the same; rebuild-catalog and garbage collection read those.
  */
 export const chunks = sqliteTable('chunks', {
-  id: text('id').primaryKey(),
-  packId: text('pack_id').notNull(),
+  id: hexId('id').primaryKey(),
+  packId: hexId('pack_id').notNull(),
   packOffset: integer('pack_offset').notNull(),
   storedSize: integer('stored_size').notNull(),
   plainSize: integer('plain_size').notNull(),
@@ -132,7 +146,7 @@ export const chunks = sqliteTable('chunks', {
 
 /** Every pack in the store, with its size: what garbage collection weighs live chunks against. */
 export const packs = sqliteTable('packs', {
-  id: text('id').primaryKey(),
+  id: hexId('id').primaryKey(),
   size: integer('size').notNull(),
   chunkCount: integer('chunk_count').notNull(),
   createdAt: integer('created_at').notNull(),
