@@ -16,7 +16,7 @@
 import { rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { mutateCorpus } from './corpus.mjs';
-import { output, readThrough, settleFileCreation } from './measure.mjs';
+import { deleteTree, output, quietAfterDeletions, readThrough, settleFileCreation } from './measure.mjs';
 import { Lifeboat, snapshotBuild } from './tools.mjs';
 
 const args = Object.fromEntries(process.argv.slice(2).join(' ').split('--').filter(Boolean).map((a) => a.trim().split(/\s+/)));
@@ -70,7 +70,7 @@ if (phase === 'backup') {
   const tools = { a: new Lifeboat(join(out, 'a'), { build: builds.a }), b: new Lifeboat(join(out, 'b'), { build: builds.b }) };
   const restoreTargets = () => Array.from({ length: rounds }, (_, round) => ['a', 'b'].map((name) => join(out, `restore-${name}-${round}`))).flat();
   // Left by an interrupted run: deleted before the backups, well ahead of the first restore (see below).
-  for (const target of restoreTargets()) rmSync(target, { recursive: true, force: true });
+  for (const target of restoreTargets()) deleteTree(target);
   try {
     for (const [name, tool] of Object.entries(tools)) {
       await tool.setup();
@@ -88,6 +88,7 @@ if (phase === 'backup') {
         say(`${name}: incremental backup ${describe(await tool.backup('corpus', corpus))}`);
       }
     }
+    if (phase === 'restore') await quietAfterDeletions(say);
     for (let round = 0; round < rounds; round++) {
       for (const name of order(round)) {
         if (phase === 'unchanged') {
@@ -113,7 +114,7 @@ if (phase === 'backup') {
     }
   } finally {
     for (const tool of Object.values(tools)) await tool.stop().catch(() => undefined);
-    for (const target of restoreTargets()) rmSync(target, { recursive: true, force: true });
+    for (const target of restoreTargets()) deleteTree(target);
     // Each command's time window (CLOCK_MONOTONIC µs), to split CPU profiles (BENCH_AGENT_FLAGS) with profile-summary.mjs.
     writeFileSync(join(out, 'windows.json'), JSON.stringify(Object.fromEntries(Object.entries(tools).map(([name, tool]) => [name, tool.windows])), null, 1));
   }

@@ -2,7 +2,7 @@
 // sizes of repositories, and content digests of trees (to check every restore).
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { listFiles } from './corpus.mjs';
@@ -142,6 +142,56 @@ export function treeBytes(path) {
  * deletions are the worst), and a restore of tens of thousands of files swings with it: recorded before each
  * restore so runs can be compared. The files stay until the run's end (deleting them would disturb the next).
  */
+/** Where deleteTree notes its deletions, for quietAfterDeletions (in any later run of the bench too). */
+const DELETIONS_FILE = join(tmpdir(), 'lifeboat-bench-deletions.json');
+const RECENT_MS = 15 * 60 * 1000;
+
+function recentDeletions() {
+  try {
+    return JSON.parse(readFileSync(DELETIONS_FILE, 'utf8')).filter((d) => Date.now() - d.at < RECENT_MS);
+  } catch {
+    return [];
+  }
+}
+
+function countEntries(root) {
+  let n = 1;
+  if (statSync(root).isDirectory()) for (const e of readdirSync(root, { withFileTypes: true })) n += e.isDirectory() ? countEntries(join(root, e.name)) : 1;
+  return n;
+}
+
+/**
+ * Deletes a large tree (a corpus, restored trees) and notes when and how many inodes. This disk's ext4 has no
+ * journal, and then its inode allocator skips every inode deleted in the last 60 s (360 s while its inode
+ * table block is not yet written back), rescanning them for each file it creates (fs/ext4/ialloc.c
+ * recently_deleted): a restore started soon after deleting a tree of 70 000 files ran 2-3 times slower, most of
+ * its CPU in that scan, and after deleting 550 000 the disk stayed so for about 8 minutes.
+ */
+export function deleteTree(root) {
+  if (!existsSync(root)) return;
+  const inodes = countEntries(root);
+  rmSync(root, { recursive: true, force: true });
+  writeFileSync(DELETIONS_FILE, JSON.stringify([...recentDeletions(), { at: Date.now(), inodes }]));
+}
+
+/**
+ * Waits until the deletions deleteTree noted are old enough not to slow the files a restore creates: a minute
+ * after the last, plus a second per 1 000 inodes deleted in the last 15 minutes, at most 10 minutes in all.
+ * Returns the seconds waited. (settleFileCreation's probe alone missed it: its files may land where no inode
+ * was deleted.)
+ */
+export async function quietAfterDeletions(say = () => {}) {
+  const recent = recentDeletions();
+  if (recent.length === 0) return 0;
+  const inodes = recent.reduce((n, d) => n + d.inodes, 0);
+  const last = Math.max(...recent.map((d) => d.at));
+  const waitMs = last + Math.min(10 * 60 * 1000, 60 * 1000 + inodes) - Date.now();
+  if (waitMs <= 0) return 0;
+  say(`waiting ${(waitMs / 1000).toFixed(0)} s before restoring: ${inodes} inodes deleted in the last minutes slow file creation on this disk`);
+  await new Promise((r) => setTimeout(r, waitMs));
+  return waitMs / 1000;
+}
+
 /**
  * Waits (up to `limitSeconds`) until creating a file is fast again, probing every few seconds; returns the last
  * probe in µs. After a large deletion (an earlier run's outputs, a restore target) the disk stays slow for half a

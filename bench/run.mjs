@@ -17,7 +17,7 @@ import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync,
 import { cpus, freemem, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { generateCorpus, mutateCorpus, parseSize, readState } from './corpus.mjs';
-import { compareTrees, digestTree, MiB, output, readThrough, settleFileCreation } from './measure.mjs';
+import { compareTrees, deleteTree, digestTree, MiB, output, quietAfterDeletions, readThrough, settleFileCreation } from './measure.mjs';
 import { runPgSeries } from './pg-series.mjs';
 import { profileMarkdown, summarizeProfile } from './profile-summary.mjs';
 import { Borg, Lifeboat, Restic, snapshotBuild, TarZstd, versions } from './tools.mjs';
@@ -133,7 +133,7 @@ async function main() {
     say(`reusing the corpus in ${corpus}`);
   } else {
     if (opts['skip-generate']) say(`the corpus in ${corpus} is ${state ? 'mutated or of another size/seed' : 'missing'}: generating it`);
-    rmSync(corpus, { recursive: true, force: true });
+    deleteTree(corpus);
     const g = generateCorpus(corpus, { size, seed });
     say(`generated ${g.files} files, ${(g.bytes / MiB).toFixed(0)} MiB in ${g.seconds.toFixed(1)} s`);
     info.generate = g;
@@ -159,6 +159,7 @@ async function main() {
     await backupPhase('incremental', 'corpus', corpus);
     await backupPhase('unchanged', 'corpus', corpus);
 
+    info.waitedBeforeRestores = await quietAfterDeletions(say);
     for (const tool of tools) {
       const target = join(out, 'restore', tool.name.replace(/\W/g, ''));
       rmSync(target, { recursive: true, force: true });
@@ -179,7 +180,7 @@ async function main() {
     }
     // Deleted only now: deleting tens of thousands of files slows file creation on this disk for a while, and
     // would slow the next tool's restore.
-    rmSync(join(out, 'restore'), { recursive: true, force: true });
+    deleteTree(join(out, 'restore'));
     for (const tool of tools) if (tool.breakdown) results[tool.name].corpusBreakdown = tool.breakdown();
 
     if (!opts['no-db']) {
@@ -311,7 +312,8 @@ function report(info, results) {
     `Versions: node ${v.node}; ${v.restic}; ${v.borg}; ${v.zstd}; ${v.tar}; lifeboat ${v.lifeboat}.`,
     `Corpus: ${info.corpus.files} files, ${mib(info.corpus.bytes)} MiB (seed ${info.options.seed}); mutate changed ${info.mutation?.changedPercent}% (${mib(info.mutation?.changedBytes)} MiB: ${mib(info.mutation?.appended)} appended to logs, ${mib(info.mutation?.rewritten)} rewritten in place, ${mib(info.mutation?.inserted)} inserted mid-file, ${mib(info.mutation?.added)} in ${info.mutation?.addedFiles} new files; ${info.mutation?.deletedFiles} files deleted).`,
     `Settings: Lifeboat encryption ${info.options['no-encryption'] ? 'off' : 'on (AES-256-GCM, as restic and borg repokey)'}, zstd level 3; restic repository v2, compression auto; borg ${info.options['borg-compression']}, repokey; tar | zstd -3 -T2 (no dedup, no encryption: every backup is a full archive).`,
-    'Caching: warm. Before each timed backup the source is read through once and `sync` is run; before each restore the repository is read through and `sync` is run, and the run waits (up to 2 minutes) until creating a file takes under 60 µs again: after large deletions this disk is slow to create files for half a minute or more (the probe taken just before each restore is in the table); page caches cannot be dropped here. Restores write to a fresh directory on the same disk and are checked file by file (SHA-256) against the corpus.',
+    'Caching: warm. Before each timed backup the source is read through once and `sync` is run; before each restore the repository is read through and `sync` is run, and the run waits (up to 2 minutes) until creating a file takes under 60 µs again: after large deletions this disk is slow to create files for half a minute or more (the probe taken just before each restore is in the table); page caches cannot be dropped here. Restores write to a fresh directory on the same disk and are checked file by file (SHA-256) against the corpus. ' +
+      `This disk's ext4 has no journal, so files are slow to create for minutes after a large deletion (bench/measure.mjs deleteTree): the run waits before the restores until its own deletions are old enough (${(info.waitedBeforeRestores ?? 0).toFixed(0)} s in this run).`,
     `Load: at start ${info.load.atStart.loadavg}${info.load.atStart.busy.length ? ` (busy processes not part of the benchmark may be listed: ${info.load.atStart.busy.join('; ')})` : ''}; at end ${info.load.atEnd.loadavg}.`,
     'CPU = user+sys of all the tool\'s processes (restic, borg, tar and zstd under GNU time; Lifeboat: server + agent from /proc/<pid>/stat around the phase, plus the admin CLI). Peak RSS per process (GNU time max RSS; Lifeboat: VmHWM reset at each phase). "Stored" = bytes of the repository directory (Lifeboat: the server data directory, store + catalog).',
     '',
