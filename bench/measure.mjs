@@ -136,12 +136,6 @@ export function treeBytes(path) {
   return total;
 }
 
-/**
- * How long creating a small file takes on this disk right now, in µs (2000 files of 4 KiB, each created,
- * written and closed). On our VMs this swings from about 25 to 500 µs with what the disk did before (large
- * deletions are the worst), and a restore of tens of thousands of files swings with it: recorded before each
- * restore so runs can be compared. The files stay until the run's end (deleting them would disturb the next).
- */
 /** Where deleteTree notes its deletions, for quietAfterDeletions (in any later run of the bench too). */
 const DELETIONS_FILE = join(tmpdir(), 'lifeboat-bench-deletions.json');
 const RECENT_MS = 15 * 60 * 1000;
@@ -206,6 +200,12 @@ export async function settleFileCreation(dir, { fastUs = 60, limitSeconds = 120,
   }
 }
 
+/**
+ * How long creating a small file takes on this disk right now, in µs (2000 files of 4 KiB, each created,
+ * written and closed). On our VMs this swings from about 25 to 500 µs with what the disk did before (large
+ * deletions are the worst), and a restore of tens of thousands of files swings with it: recorded before each
+ * restore so runs can be compared. The files stay until the run's end (deleting them would disturb the next).
+ */
 export function probeFileCreation(dir, files = 2000) {
   mkdirSync(dir, { recursive: true });
   const data = Buffer.alloc(4096, 'p');
