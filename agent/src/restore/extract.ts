@@ -46,6 +46,11 @@ export interface ExtractionTarget {
   root: string;
   /** The target as given: absolute link targets inside either this or root are inside the target. */
   path: string;
+  /**
+   * The target was empty when the restore began (made for it, or found empty): whatever is in it then, the
+   * restore put there, so a path none of its entries took is free without a look (see PlacedPaths).
+   */
+  fresh?: boolean;
 }
 
 export interface Extracted {
@@ -55,6 +60,8 @@ export interface Extracted {
   skipped: string[];
   /** The archive held the target itself ("./", as an archive of "/" does): the target's mode is set from it. */
   targetModeSet: boolean;
+  /** Entries whose path was looked up before being made (in a fresh target only those an earlier entry took). */
+  pathsLookedUp: number;
 }
 
 /**
@@ -71,9 +78,9 @@ export async function extractTar(input: Readable, target: ExtractionTarget, limi
     }
   }
   const guard = new ExtractionGuard(roots, limits, fileModeCheck(await processUmask()), ctx);
-  await extract(input, target.root, guard, options, ctx);
+  const pathsLookedUp = await extract(input, target.root, target.fresh === true, guard, options, ctx);
   await applyFixups(guard.fixups, target.root, options.preserveOwner, ctx);
-  return { restored: guard.restored, restoredBytes: guard.restoredBytes, skipped: guard.skippedList(), targetModeSet: guard.fixups.has('') };
+  return { restored: guard.restored, restoredBytes: guard.restoredBytes, skipped: guard.skippedList(), targetModeSet: guard.fixups.has(''), pathsLookedUp };
 }
 
 /** What node-tar leaves wrong and is set once everything is written (see applyFixups). */
@@ -326,12 +333,13 @@ function partsUnderRoot(absolutePath: string, roots: readonly string[]): string[
   return null;
 }
 
-async function extract(input: Readable, root: string, guard: ExtractionGuard, options: RestoreOptions, ctx: JobContext): Promise<void> {
+/** Extracts; returns how many entries' paths were looked up (DirectoryCachingUnpack.pathsLookedUp). */
+async function extract(input: Readable, root: string, fresh: boolean, guard: ExtractionGuard, options: RestoreOptions, ctx: JobContext): Promise<number> {
   const unfinished = new UnfinishedEntries();
   const manifestCopy = options.keepManifestAt === undefined ? null : new ManifestCopy(options.keepManifestAt);
   const directories = new Set<string>();
   const writers = FileWriters.create();
-  const unpack: Unpack = new DirectoryCachingUnpack(directories, writers, {
+  const unpack = new DirectoryCachingUnpack(directories, writers, fresh ? new PlacedPaths(root) : null, {
     cwd: root,
     strict: true,
     preservePaths: false,
@@ -401,6 +409,7 @@ async function extract(input: Readable, root: string, guard: ExtractionGuard, op
   }
   // node-tar accepts an archive cut at an entry boundary as complete: the end-of-archive blocks prove it is not.
   if (!sawEndOfArchive) throw new LifeboatError('restore_failed', 'the archive is truncated: it ends without the end-of-archive marker');
+  return unpack.pathsLookedUp;
 }
 
 /** A method node-tar keeps behind a symbol, found by the symbol's description along the prototype chain. */
@@ -446,16 +455,25 @@ type NodeTarInternals = Record<symbol, (...args: never[]) => unknown> & { fmode:
  * - An entry whose path is free is made without node-tar's lstat of it, which throws on a free path: in a
  *   fresh target that is every entry, and the exception (an Error with its stack) cost about 20 µs each, 1.5 s
  *   of a 70 000-file restore. The path is checked with an lstat that returns nothing instead; anything found
- *   there goes to node-tar's own check.
+ *   there goes to node-tar's own check. In a target that was empty at the start (`placed`), a path no earlier
+ *   entry took is not looked up at all: nothing else can be there. That lstat waited on the lock of the
+ *   directory the writer thread was creating files in, and skipping it took about 8% off a restore of the
+ *   benchmark's corpus (bench/RESULTS.md). Anything that does appear there meanwhile is met safely all the
+ *   same: files are created without following a symlink (file-writer-worker.ts), and directories, links and
+ *   symlinks fail on a path that is taken.
  * - With `writers`, regular files are created and written by writer threads (file-writers.ts) while this
  *   thread parses and checks the next entries: small ones whole, large ones in parts as their bytes stream in.
  *   Entries that could depend on a file not yet written wait for the writers first (FileWriters.before).
  * Synchronous, entries are written as they are parsed, so memory holds no backlog however many files there are.
  */
 class DirectoryCachingUnpack extends UnpackSync {
+  /** Entries whose path was looked up before being made. */
+  pathsLookedUp = 0;
+
   constructor(
     private readonly made: Set<string>,
     writers: FileWriters | null,
+    private readonly placed: PlacedPaths | null,
     options: ConstructorParameters<typeof UnpackSync>[0],
   ) {
     super(options);
@@ -491,8 +509,10 @@ class DirectoryCachingUnpack extends UnpackSync {
         } catch (err) {
           return onError(err, entry);
         }
+        const free = this.placed?.take(absolute) === true;
         if (!makeFs || !targetChecked || absolute === self.cwd) {
           targetChecked = true;
+          this.pathsLookedUp++;
           return checkFs(entry);
         }
         // As node-tar does first: the parent directories (through the cache above).
@@ -501,6 +521,8 @@ class DirectoryCachingUnpack extends UnpackSync {
           const failed = (self[NODE_TAR.mkdir!] as unknown as (dir: string, mode: number) => unknown).call(this, parent, self.dmode);
           if (failed) return onError(failed, entry);
         }
+        if (free) return makeFs(null, entry);
+        this.pathsLookedUp++;
         if (lstatSync(absolute, { throwIfNoEntry: false }) === undefined) return makeFs(null, entry);
         return checkFs(entry);
       },
@@ -539,6 +561,40 @@ class DirectoryCachingUnpack extends UnpackSync {
       },
     });
   }
+}
+
+/**
+ * The paths a restore into an empty target has put there: every entry's, and the directories above them (made on
+ * the way). Kept as 30-bit hashes, which V8 stores unboxed (about 1 MiB for 70 000 paths), not as strings (several
+ * MiB): a path never taken is certainly absent, and a collision (a few among 70 000) only costs a lookup.
+ */
+export class PlacedPaths {
+  private readonly hashes = new Set<number>();
+  /** The directory of the last path taken: its own and those above it are recorded already. */
+  private lastParent = '';
+
+  constructor(private readonly root: string) {}
+
+  /** Records the path (and the directories above it, up to the root); true when nothing this restore placed was there. */
+  take(absolute: string): boolean {
+    const hash = pathHash30(absolute);
+    const free = !this.hashes.has(hash);
+    this.hashes.add(hash);
+    // An archive lists a directory's entries together: the directories above are walked when the directory changes.
+    const parent = path.posix.dirname(absolute);
+    if (parent !== this.lastParent) {
+      this.lastParent = parent;
+      for (let dir = parent; dir.length > this.root.length && dir.startsWith(this.root); dir = path.posix.dirname(dir)) this.hashes.add(pathHash30(dir));
+    }
+    return free;
+  }
+}
+
+/** FNV-1a of a string, cut to 30 bits (a small integer to V8). */
+function pathHash30(text: string): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) hash = Math.imul(hash ^ text.charCodeAt(i), 0x01000193);
+  return hash >>> 2;
 }
 
 function entryKind(entry: ReadEntry): 'file' | 'directory' | 'other' {

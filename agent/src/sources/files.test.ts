@@ -8,7 +8,7 @@ import { Header, Parser, type HeaderData } from 'tar';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger, LifeboatError, type FilesStepOptions } from '@lifeboat/shared';
 import { archivePaths, MANIFEST_ENTRY_NAME, type ManifestLine } from '../archive/tar-writer.js';
-import { DIRECTORY_CACHE_IN_EFFECT, FAST_FREE_PATH } from '../restore/extract.js';
+import { DEFAULT_RESTORE_LIMITS, DIRECTORY_CACHE_IN_EFFECT, extractTar, FAST_FREE_PATH, PlacedPaths } from '../restore/extract.js';
 import { createFilesSource, filesSource } from './files.js';
 import type { JobContext, RestoreOptions } from './source.js';
 import { collect } from './test-context.suite.js';
@@ -743,6 +743,41 @@ describe('files source: hostile archives', () => {
     expect(fs.readFileSync(path.join(target, 'twice'), 'utf8')).toBe('second');
     expect(fs.lstatSync(path.join(target, 'link-then-file')).isFile()).toBe(true);
     expect(fs.readFileSync(path.join(target, 'link-then-file'), 'utf8')).toBe('a file now');
+  });
+
+  it('looks up only the paths an earlier entry took, in a target that was empty at the start', async () => {
+    const archive = tarArchive(
+      tarEntry({ path: 'd/', type: 'Directory', mode: 0o755, size: 0 }),
+      tarEntry({ path: 'd/a', type: 'File' }, Buffer.from('a')),
+      tarEntry({ path: 'd/b', type: 'File' }, Buffer.from('b')),
+      tarEntry({ path: 'e/f/g', type: 'File' }, Buffer.from('g')),
+      // Taken by an entry, and by a directory made above one: both looked up, and met as node-tar meets them.
+      tarEntry({ path: 'd/a', type: 'File' }, Buffer.from('a again')),
+      tarEntry({ path: 'e/f/', type: 'Directory', mode: 0o700, size: 0 }),
+    );
+    const extract = async (name: string, fresh: boolean) => {
+      const target = dir(`looked-up/${name}`);
+      const t = testContext();
+      const extracted = await extractTar(piecesOf(archive), { root: target, path: target, fresh }, DEFAULT_RESTORE_LIMITS, { preserveOwner: false }, t.ctx);
+      expect(fs.readFileSync(path.join(target, 'd', 'a'), 'utf8')).toBe('a again');
+      expect(fs.readFileSync(path.join(target, 'e', 'f', 'g'), 'utf8')).toBe('g');
+      expect(fs.statSync(path.join(target, 'e', 'f')).mode & 0o777).toBe(0o700);
+      return extracted.pathsLookedUp;
+    };
+    // The first entry always goes node-tar's whole way (it checks the target itself then).
+    expect(await extract('fresh', true)).toBe(3);
+    expect(await extract('not-fresh', false)).toBe(6);
+  });
+
+  it('remembers the paths a restore placed, and the directories above them', () => {
+    const placed = new PlacedPaths('/r');
+    expect(placed.take('/r/a/b/c')).toBe(true);
+    expect(placed.take('/r/a/b/c')).toBe(false);
+    expect(placed.take('/r/a/b')).toBe(false);
+    expect(placed.take('/r/a')).toBe(false);
+    expect(placed.take('/r/a/x')).toBe(true);
+    expect(placed.take('/r/ab')).toBe(true);
+    expect(placed.take('/r/a/x')).toBe(false);
   });
 
   it('fails on an archive truncated inside an entry, at an entry boundary, or corrupt', async () => {

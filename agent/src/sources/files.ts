@@ -60,7 +60,9 @@ async function restoreFiles(
   try {
     if (ctx.signal.aborted) throw abortReason(ctx.signal);
     const prepared = await prepareTarget(target);
-    const extracted = await extractTar(input, { root: prepared.root, path: target.path }, limits, options, ctx);
+    // Made for this restore, or found empty (a target that is not empty needs --force).
+    const fresh = prepared.created || !target.force;
+    const extracted = await extractTar(input, { root: prepared.root, path: target.path, fresh }, limits, options, ctx);
     // Kept 0700 while being filled, so no one else could plant anything in it meanwhile; an archive of "/"
     // carries the target's own mode, already set.
     if (prepared.created && !extracted.targetModeSet) await chmod(prepared.root, 0o755);
