@@ -456,11 +456,11 @@ type NodeTarInternals = Record<symbol, (...args: never[]) => unknown> & { fmode:
  *   fresh target that is every entry, and the exception (an Error with its stack) cost about 20 µs each, 1.5 s
  *   of a 70 000-file restore. The path is checked with an lstat that returns nothing instead; anything found
  *   there goes to node-tar's own check. In a target that was empty at the start (`placed`), a path no earlier
- *   entry took is not looked up at all: nothing else can be there. That lstat waited on the lock of the
- *   directory the writer thread was creating files in, and skipping it took about 8% off a restore of the
- *   benchmark's corpus (bench/RESULTS.md). Anything that does appear there meanwhile is met safely all the
- *   same: files are created without following a symlink (file-writer-worker.ts), and directories, links and
- *   symlinks fail on a path that is taken.
+ *   entry took is not looked up at all: nothing else can be there. Those lstats cost the restore's thread about
+ *   0.3 s of kernel time in a restore of the benchmark's corpus, some of it waiting on the lock of the
+ *   directory the writer thread creates files in (bench/RESULTS.md). Anything that does appear there meanwhile
+ *   is still met safely: files are created without following a symlink (file-writer-worker.ts), directories
+ *   through node-tar's mkdir, which replaces what is in the way, and links and symlinks fail on a taken path.
  * - With `writers`, regular files are created and written by writer threads (file-writers.ts) while this
  *   thread parses and checks the next entries: small ones whole, large ones in parts as their bytes stream in.
  *   Entries that could depend on a file not yet written wait for the writers first (FileWriters.before).
