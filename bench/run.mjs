@@ -148,6 +148,8 @@ async function main() {
       await tool.setup();
     }
 
+    // Left by an interrupted run: deleted now, long before the restores, and noted for quietAfterDeletions.
+    deleteTree(join(out, 'restore'));
     const settled = await settleFileCreation(join(out, 'restore', 'probe'));
     say(`the disk creates a file in ${settled.toFixed(0)} µs`);
     await backupPhase('first', 'corpus', corpus);
@@ -162,7 +164,6 @@ async function main() {
     info.waitedBeforeRestores = await quietAfterDeletions(say);
     for (const tool of tools) {
       const target = join(out, 'restore', tool.name.replace(/\W/g, ''));
-      rmSync(target, { recursive: true, force: true });
       mkdirSync(target, { recursive: true });
       readThrough(tool.repoDir('corpus'));
       await sync();

@@ -7,6 +7,7 @@ import { Readable } from 'node:stream';
 import { Minimatch } from 'minimatch';
 import { Header, Pax, type HeaderData } from 'tar';
 import { appendChunkUse, ChunkListSlicer, FILE_SEGMENT, GarbageMeter, LifeboatError, usedBytes, type ArtifactMetadata, type ChunkUse } from '@lifeboat/shared';
+import { fnv1a32 } from '../fnv1a.js';
 import { abortReason, fsReason, isCode, isFsError, shown, throttled } from '../fs-errors.js';
 import type { JobContext, StreamPiece } from '../sources/source.js';
 import { FilesCache, manifestText, type ManifestLine, type SegmentRecord, type StoredEntry, type StoredManifest } from './files-cache.js';
@@ -345,7 +346,7 @@ class SmallEntryGroup {
     this.bytes += entryBytes;
     if (this.bytes >= FILE_SEGMENT.groupMax) return true;
     if (this.bytes < FILE_SEGMENT.groupMin) return false;
-    return pathHash(entry.path) < (entryBytes / (FILE_SEGMENT.groupAverage - FILE_SEGMENT.groupMin)) * 0x1_0000_0000;
+    return fnv1a32(entry.path) < (entryBytes / (FILE_SEGMENT.groupAverage - FILE_SEGMENT.groupMin)) * 0x1_0000_0000;
   }
 
   async *flush(a: Archiver): AsyncGenerator<StreamPiece> {
@@ -796,15 +797,6 @@ async function unchangedWhileRead(handle: FileHandle, before: Stats, p: string, 
   return true;
 }
 
-/** FNV-1a of a path, as an unsigned 32-bit number: where a group of small entries may end. */
-function pathHash(p: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < p.length; i++) {
-    h ^= p.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  return h >>> 0;
-}
 
 interface EntryFields {
   /** The path inside the archive: the absolute path without its leading "/". */

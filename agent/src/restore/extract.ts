@@ -8,6 +8,7 @@ import { formatBytes, LifeboatError } from '@lifeboat/shared';
 import { MANIFEST_ENTRY_NAME } from '../archive/tar-writer.js';
 import { acquireCodec } from '../codec-pool.js';
 import { handsOwnedChunks, wholeChunkOf } from '../download.js';
+import { fnv1a32 } from '../fnv1a.js';
 import { FileWriters } from './file-writers.js';
 import { abortReason, fsReason, isCode, isFsError, shown, throttled } from '../fs-errors.js';
 import type { JobContext, RestoreOptions } from '../sources/source.js';
@@ -590,11 +591,9 @@ export class PlacedPaths {
   }
 }
 
-/** FNV-1a of a string, cut to 30 bits (a small integer to V8). */
+/** A path's FNV-1a, cut to 30 bits (a small integer to V8). */
 function pathHash30(text: string): number {
-  let hash = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) hash = Math.imul(hash ^ text.charCodeAt(i), 0x01000193);
-  return hash >>> 2;
+  return fnv1a32(text) >>> 2;
 }
 
 function entryKind(entry: ReadEntry): 'file' | 'directory' | 'other' {
