@@ -814,6 +814,8 @@ interface EntryFields {
  */
 function encodeHeader(fields: EntryFields, a: Archiver): Buffer | null {
   const { name, type, info, size, linkpath } = fields;
+  // Cut to the millisecond: Stats#mtime rounds, which puts an mtime in a second's last half millisecond in the next second.
+  const mtime = new Date(Math.floor(info.mtimeMs));
   const data: HeaderData = {
     path: name,
     type,
@@ -821,7 +823,7 @@ function encodeHeader(fields: EntryFields, a: Archiver): Buffer | null {
     uid: info.uid,
     gid: info.gid,
     size,
-    mtime: info.mtime,
+    mtime,
     linkpath,
     uname: a.owners.users.get(info.uid),
     gname: a.owners.groups.get(info.gid),
@@ -830,7 +832,7 @@ function encodeHeader(fields: EntryFields, a: Archiver): Buffer | null {
   // A zeroed block from the buffer pool: node-tar's own, a 512-byte allocation per entry, is memory V8 counts
   // toward its next full collection, and a walk makes tens of thousands.
   const block = Buffer.allocUnsafe(BLOCK).fill(0);
-  const needsPax = header.encode(block) || info.mtime.getTime() % 1000 !== 0;
+  const needsPax = header.encode(block) || mtime.getTime() % 1000 !== 0;
   if (!needsPax) return block;
   // A pax reader splits records at newlines (node-tar's does), so a name with one would let a file's name
   // forge records (a size, a uid) for the restore. Such names go only in the ustar fields, when they fit.

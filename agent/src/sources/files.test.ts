@@ -258,6 +258,19 @@ describe('files source: round trip', () => {
     }
   });
 
+  it('keeps an mtime in the last half millisecond of a second in that second, cut to the millisecond', async () => {
+    const src = dir('late-mtime');
+    const file = path.join(src, 'late.bin');
+    fs.writeFileSync(file, 'late');
+    // node's Stats#mtime rounds to the nearest millisecond: 999.6 ms would be archived as the next whole second.
+    fs.utimesSync(file, 1_700_000_000.9996, 1_700_000_000.9996);
+    expect(fs.statSync(file).mtime.getTime() % 1000).toBe(0);
+    const { archive } = await backup({ paths: [src] });
+    const target = path.join(base, 'late-mtime-restored');
+    await restore(archive, target);
+    expect(fs.statSync(path.join(target, file)).mtimeMs).toBe(1_700_000_000_999);
+  });
+
   it.runIf(isRoot)('restores as the restoring user when preserveOwner is false', async () => {
     const src = path.join(dir('owners'), 'src');
     buildTree(src);
