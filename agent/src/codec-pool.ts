@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { decodeChunk, encodeChunk, FRAME_HEADER_BYTES, LifeboatError, type ChunkKeys, type EncodedChunk, type ErrorCode } from '@lifeboat/shared';
+import { decodeChunk, encodeChunk, FRAME_HEADER_BYTES, freeNow, LifeboatError, ownMemory, type ChunkKeys, type EncodedChunk, type ErrorCode } from '@lifeboat/shared';
 import type { CodecResult, CodecTask, WorkerKeys } from './codec-worker.js';
 
 /**
@@ -49,11 +49,13 @@ export class ChunkCodecPool {
   }
 
   /**
-   * Bytes this thread is done with, moved to a worker to be freed there when they own their memory (see movable):
-   * freed here, they would wait for a full collection of this thread's larger heap. Unusable after.
+   * Bytes this thread is done with, freed at once where node can (freeNow), or else moved to a worker to be freed
+   * there when they own their memory (see movable): left here, they would wait for a full collection of this
+   * thread's larger heap. Unusable after.
    */
   discard(bytes: Buffer): void {
-    const memory = ownMemory(bytes);
+    if (freeNow(bytes, FRAME_HEADER_BYTES)) return;
+    const memory = ownMemory(bytes, FRAME_HEADER_BYTES);
     if (!memory) return;
     const task: CodecTask = { kind: 'discard', seq: this.seq++, memory };
     this.workers[this.next++ % this.workers.length]!.postMessage(task, [memory]);
@@ -95,20 +97,13 @@ export class ChunkCodecPool {
  * next bytes, and Node's small buffers (under 4 KiB) share a pool, neither of which may move from under its other users.
  */
 function movable(bytes: Buffer): { view: Uint8Array; transfer: ArrayBuffer[] } {
-  const memory = ownMemory(bytes);
+  const memory = ownMemory(bytes, FRAME_HEADER_BYTES);
   if (memory) {
     return { view: new Uint8Array(memory, bytes.byteOffset, bytes.byteLength), transfer: [memory] };
   }
   const copy = new Uint8Array(bytes.byteLength);
   copy.set(bytes);
   return { view: copy, transfer: [copy.buffer] };
-}
-
-/** The memory a buffer fills (from its start, or after a frame header, to its end), which may move with it; null for shared or pooled memory. */
-function ownMemory(bytes: Buffer): ArrayBuffer | null {
-  const memory = bytes.buffer;
-  if (memory instanceof SharedArrayBuffer || memory.byteLength < 4096) return null;
-  return bytes.byteOffset <= FRAME_HEADER_BYTES && bytes.byteOffset + bytes.byteLength === memory.byteLength ? memory : null;
 }
 
 function asBuffer(bytes: Uint8Array): Buffer {
@@ -135,7 +130,7 @@ function codecOf(pool: ChunkCodecPool | null): Omit<ChunkCodec, 'release'> {
   return {
     encode: async (plain, level, keys) => encodeChunk(plain, { level, keys, headroom: FRAME_HEADER_BYTES }),
     decode: async (stored, id, size, keys) => decodeChunk(stored, id, size, keys),
-    discard: () => {},
+    discard: (bytes) => void freeNow(bytes, FRAME_HEADER_BYTES),
   };
 }
 

@@ -2,7 +2,7 @@ import { parentPort } from 'node:worker_threads';
 // Subpath imports: a worker loads only what it uses (the package index would pull in every schema).
 import { decodeChunk, encodeChunk } from '@lifeboat/shared/chunk-codec';
 import { LifeboatError } from '@lifeboat/shared/errors';
-import { GarbageMeter } from '@lifeboat/shared/memory';
+import { freeNow, GarbageMeter } from '@lifeboat/shared/memory';
 
 /**
  * Chunk work off the main thread, so backups and restores use every core: encoding (id, zstd, AES-GCM) for a
@@ -62,13 +62,14 @@ parentPort?.on('message', (task: CodecTask) => {
   try {
     const keys = task.keys ? { encryption: Buffer.from(task.keys.encryption), id: Buffer.from(task.keys.id) } : null;
     if (task.kind === 'encode') {
-      garbage.add(task.plain.byteLength * 2);
       const chunk = encodeChunk(asBuffer(task.plain), { level: task.level, keys, headroom: task.headroom });
+      // The plain chunk was moved here for this and is copied into the stored one: done with.
+      done(task.plain, chunk.stored);
       // The stored chunk sits in a buffer of its own (after the headroom): moved back without a copy.
       reply({ seq: task.seq, id: chunk.id, size: chunk.size, bytes: chunk.stored });
     } else {
-      garbage.add(task.stored.byteLength + (task.size ?? 0));
       const plain = decodeChunk(asBuffer(task.stored), task.id, task.size, keys);
+      done(task.stored, plain);
       reply({ seq: task.seq, bytes: plain });
     }
   } catch (err) {
@@ -76,6 +77,16 @@ parentPort?.on('message', (task: CodecTask) => {
     parentPort!.postMessage({ seq: task.seq, error: { code, message: (err as Error).message } } satisfies CodecResult);
   }
 });
+
+/**
+ * A task's input, once its result no longer needs it (a decoded chunk may be a view of the stored one): freed
+ * now, or counted for a collection. Its memory is this thread's alone, whatever bytes lie in front of it: it was
+ * moved here whole, or is a copy made for the move (codec-pool.ts movable).
+ */
+function done(input: Uint8Array, result: Uint8Array): void {
+  if (input.buffer === result.buffer) return;
+  if (!freeNow(input, input.byteOffset)) garbage.add(input.byteLength * 2);
+}
 
 function asBuffer(bytes: Uint8Array): Buffer {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);

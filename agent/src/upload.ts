@@ -1,4 +1,5 @@
 import {
+  CAN_FREE_NOW,
   ChunkListDigest,
   ContentDefinedChunker,
   encodeFrame,
@@ -277,7 +278,9 @@ export async function uploadArtifact(
   const garbage = new GarbageMeter(4 * 1024 * 1024, 32 * 1024 * 1024);
   const offer = async (chunk: OfferedChunk) => {
     sendReused();
-    garbage.add(chunk.size + chunk.stored.length);
+    // Where node frees chunks as soon as they are done with (the plain one in the codec thread, the stored one
+    // once settled), they are no garbage: nothing to collect for them.
+    if (!CAN_FREE_NOW) garbage.add(chunk.size + chunk.stored.length);
     listDigest.add(chunk);
     // A window by count and by bytes: one chunk may always go, however large.
     await waitUntil(() => unsettled === 0 || (unsettled < UPLOAD_WINDOW && unsettledBytes + chunk.size <= UPLOAD_WINDOW_BYTES));

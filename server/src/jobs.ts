@@ -27,6 +27,8 @@ import {
   type RestoreTarget,
   type ServerMessages,
   type WireError,
+  freeNow,
+  FRAME_HEADER_BYTES,
 } from '@lifeboat/shared';
 import type { Catalog, DrillRow, JobRow, NewArtifact } from './catalog/catalog.js';
 import type { RepositoryEncryption } from './encryption.js';
@@ -433,8 +435,12 @@ export class JobService {
         return this.failUpload(live, upload, new LifeboatError('integrity', 'this repository is encrypted; an unencrypted chunk was refused'));
       }
       try {
-        this.garbage.add(frame.data.length);
-        upload.writer.add(frame.chunkId, frame.data, size);
+        try {
+          upload.writer.add(frame.chunkId, frame.data, size);
+        } finally {
+          // Copied into the pack (or refused): the frame's memory is done with.
+          if (!freeNow(frame.data, FRAME_HEADER_BYTES)) this.garbage.add(frame.data.length);
+        }
         // Acknowledged once packed, not once durable: the artifact's end waits for that.
         await upload.writer.ready();
         if (upload.error) return;

@@ -3,6 +3,7 @@ import * as zstd from 'zstd-napi';
 import zstdBinding from 'zstd-napi/binding.js';
 import { CHUNK_MAX } from './chunker.js';
 import { LifeboatError } from './errors.js';
+import { freeNow } from './memory.js';
 
 /**
  * A stored chunk: a 12-byte header, then the payload.
@@ -115,7 +116,9 @@ export function encodeChunk(plain: Buffer, options: EncodeOptions): EncodedChunk
   header.copy(out, headroom);
   nonce.copy(out, headroom + HEADER_BYTES);
   let at = headroom + HEADER_BYTES + NONCE_BYTES;
-  at += cipher.update(payload).copy(out, at);
+  const sealed = cipher.update(payload);
+  at += sealed.copy(out, at);
+  freeNow(sealed);
   at += cipher.final().copy(out, at);
   cipher.getAuthTag().copy(out, at);
   return { id, size: plain.length, stored: out.subarray(headroom) };
@@ -193,6 +196,9 @@ export function decodeChunk(stored: Buffer, id: string, expectedSize: number | n
       plain = zstd.decompress(payload);
     } catch (err) {
       throw new LifeboatError('integrity', `${name} does not decompress: ${(err as Error).message}`);
+    } finally {
+      // The deciphered payload, made here and inflated: done with (the stored chunk itself is the caller's).
+      if (payload.buffer !== stored.buffer) freeNow(payload);
     }
   } else {
     // A view, not a copy: chunks pass through here at full speed and garbage costs memory.

@@ -23,6 +23,41 @@ function collector(): Gc | null {
   return gc;
 }
 
+/**
+ * ArrayBuffer.prototype.transfer (ES2024): in node 22, and in node 20 behind --harmony-rab-gsab-transfer, which the
+ * launchers and the agent's service pass. Where it is missing, memory is freed by collections, as before.
+ */
+const transfer = (ArrayBuffer.prototype as { transfer?: (this: ArrayBuffer, length?: number) => ArrayBuffer }).transfer;
+
+/** Whether freeNow can free memory in this process. */
+export const CAN_FREE_NOW = typeof transfer === 'function';
+
+/**
+ * The memory a buffer fills: from its start, or after at most `headroom` bytes (a frame header in front), to its
+ * end. Null for shared memory and for Node's small buffers (under 4 KiB), which share a pool with others: such
+ * memory must neither move to another thread nor be freed from under its other users.
+ */
+export function ownMemory(bytes: Uint8Array, headroom = 0): ArrayBuffer | null {
+  const memory = bytes.buffer;
+  if (memory instanceof SharedArrayBuffer || memory.byteLength < 4096) return null;
+  return bytes.byteOffset <= headroom && bytes.byteOffset + bytes.byteLength === memory.byteLength ? memory : null;
+}
+
+/**
+ * Frees a buffer's memory at once (see ownMemory) instead of at a later collection: chunk-sized buffers then go
+ * back to the allocator while the next chunk is made, so the next one reuses them (no fresh pages to fault in,
+ * no garbage to prompt collections). Every view of that memory reads as empty afterwards: only for buffers
+ * nothing uses any more, with no I/O pending on them. Returns false where it did not free them (the memory then
+ * waits for a collection, as any other).
+ */
+export function freeNow(bytes: Uint8Array, headroom = 0): boolean {
+  if (!transfer) return false;
+  const memory = ownMemory(bytes, headroom);
+  if (!memory) return false;
+  transfer.call(memory, 0);
+  return true;
+}
+
 const MINOR_EVERY_BYTES = 16 * 1024 * 1024;
 /**
  * Resident memory past which every collection is a full one (the processes aim to stay under ~150 MiB). Not
