@@ -12,6 +12,6 @@ describe('the systemd unit', () => {
     const unit = systemdUnit({ nodePath: '/usr/bin/node', agentScript: '/opt/lifeboat/agent/dist/cli/main.js', configPath: '/etc/lifeboat/agent.json' });
     expect(unit).toContain(`ExecStart=/usr/bin/node ${AGENT_NODE_FLAGS.join(' ')} /opt/lifeboat/agent/dist/cli/main.js run --config /etc/lifeboat/agent.json\n`);
     expect(unit).toContain('RestartPreventExitStatus=78');
-    expect(unit).toContain('\nEnvironment=MALLOC_MMAP_THRESHOLD_=4194304 MALLOC_TRIM_THRESHOLD_=8388608 MALLOC_ARENA_MAX=2\n');
+    expect(unit).toContain('\nEnvironment=MALLOC_MMAP_THRESHOLD_=4194304 MALLOC_TRIM_THRESHOLD_=4194304 MALLOC_ARENA_MAX=2\n');
   });
 });

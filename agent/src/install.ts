@@ -10,7 +10,7 @@ export const UNIT_NAME = 'lifeboat-agent.service';
  */
 export const AGENT_NODE_FLAGS = ['--harmony-rab-gsab-transfer', '--max-semi-space-size=2', '--heap-growing-percent=50'] as const;
 /** glibc's malloc settings for the agent, as bin/lifeboat-agent sets them (held equal the same way). */
-export const AGENT_MALLOC_ENV = { MALLOC_MMAP_THRESHOLD_: '4194304', MALLOC_TRIM_THRESHOLD_: '8388608', MALLOC_ARENA_MAX: '2' } as const;
+export const AGENT_MALLOC_ENV = { MALLOC_MMAP_THRESHOLD_: '4194304', MALLOC_TRIM_THRESHOLD_: '4194304', MALLOC_ARENA_MAX: '2' } as const;
 
 /** The systemd unit: restart on failure, but not when the server refused the agent (exit 78, EX_CONFIG). */
 export function systemdUnit(opts: { nodePath: string; agentScript: string; configPath: string }): string {
