@@ -59,3 +59,21 @@ describe('content-defined chunking', () => {
     expect(zeros[0]!.length).toBe(CHUNK_MAX);
   });
 });
+
+describe('content-defined chunking: the cut points of every store', () => {
+  it('cuts a fixed stream where it always has: chunk ids of every store depend on it', () => {
+    // 32 MiB from AES-256-CTR under a fixed key: the same bytes on every machine.
+    const data = createCipheriv('aes-256-ctr', Buffer.alloc(32, 7), Buffer.alloc(16, 0)).update(Buffer.alloc(32 * 1024 * 1024));
+    const sizes = chunkAll(data, 100_003).map((c) => c.length);
+    expect(sizes.length).toBe(PINNED_SIZES.length);
+    expect(sizes).toEqual(PINNED_SIZES);
+  });
+});
+
+/** The chunk sizes the cutter made of that stream when the store's format was fixed (git f713cd7 and before). */
+const PINNED_SIZES = [
+  1_790_688, 1_807_621, 1_401_273, 1_055_932, 1_755_041, 550_725, 861_850, 1_076_512,
+  1_216_385, 2_225_327, 581_152, 587_419, 959_540, 839_993, 1_539_060, 678_698,
+  1_500_961, 894_233, 604_144, 623_810, 1_183_501, 1_033_668, 617_852, 1_733_208,
+  1_109_111, 584_102, 588_760, 850_861, 1_049_605, 1_044_524, 1_208_876,
+];
