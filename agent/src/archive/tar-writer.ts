@@ -9,7 +9,7 @@ import { Header, Pax, type HeaderData } from 'tar';
 import { appendChunkUse, ChunkListSlicer, FILE_SEGMENT, GarbageMeter, LifeboatError, usedBytes, type ArtifactMetadata, type ChunkUse } from '@lifeboat/shared';
 import { fnv1a32 } from '../fnv1a.js';
 import { abortReason, fsReason, isCode, isFsError, shown, throttled } from '../fs-errors.js';
-import { encodeUstar } from './ustar.js';
+import { encodeUstar, encodeWithPaxMtime, type UstarFields } from './ustar.js';
 import type { JobContext, StreamPiece } from '../sources/source.js';
 import { FilesCache, manifestText, type ManifestLine, type SegmentRecord, type StoredEntry, type StoredManifest } from './files-cache.js';
 
@@ -833,8 +833,12 @@ function encodeHeader(fields: EntryFields, a: Archiver): Buffer | null {
   // A zeroed block from the buffer pool: node-tar's own, a 512-byte allocation per entry, is memory V8 counts
   // toward its next full collection, and a walk makes tens of thousands.
   const block = Buffer.allocUnsafe(BLOCK).fill(0);
-  // The common entry, in node-tar's bytes without node-tar's cost (ustar.ts); the rest as before.
-  if (encodeUstar(block, { path: name, type, mode, uid: info.uid, gid: info.gid, size, mtimeMs, linkpath, uname, gname })) return block;
+  // The common entries, in node-tar's bytes without node-tar's cost (ustar.ts): plain ustar, or ustar and a pax
+  // header for the sub-second mtime most file systems keep. The rest as before.
+  const plain: UstarFields = { path: name, type, mode, uid: info.uid, gid: info.gid, size, mtimeMs, linkpath, uname, gname };
+  if (encodeUstar(block, plain)) return block;
+  const withPax = mtimeMs % 1000 !== 0 ? encodeWithPaxMtime(plain) : null;
+  if (withPax) return withPax;
   const mtime = new Date(mtimeMs);
   const data: HeaderData = { path: name, type, mode, uid: info.uid, gid: info.gid, size, mtime, linkpath, uname, gname };
   const header = new Header(data);

@@ -1,6 +1,6 @@
-import { Header } from 'tar';
+import { Header, Pax } from 'tar';
 import { describe, expect, it } from 'vitest';
-import { encodeUstar, type UstarFields } from './ustar.js';
+import { encodeUstar, encodeWithPaxMtime, type UstarFields } from './ustar.js';
 
 /** node-tar's block for the same entry, and whether it needs a pax header. */
 function nodeTar(f: UstarFields): { block: Buffer; needPax: boolean } {
@@ -93,5 +93,43 @@ describe('encodeUstar', () => {
     expect(encodeUstar(block, { ...base, mtimeMs: 1_700_000_000_123 })).toBe(false);
     expect(encodeUstar(block, { ...base, path: 'x'.repeat(100) })).toBe(false);
     expect(block.equals(Buffer.alloc(512))).toBe(true);
+  });
+
+  it('writes the pax header node-tar writes for an entry whose only extra is a fractional mtime', () => {
+    const next = random(0xfac7);
+    const pick = <T>(items: T[]) => items[Math.floor(next() * items.length)]!;
+    const ascii = 'abcXYZ019._-/ ~';
+    const text = (length: number) => Array.from({ length }, () => ascii[Math.floor(next() * ascii.length)]!).join('');
+    let compared = 0;
+    for (let i = 0; i < 3000; i++) {
+      const f: UstarFields = {
+        path: pick([text(pick([1, 9, 40, 98, 99])), `${text(20)}/`, 'a/b/', 'x']),
+        type: pick(['File', 'Directory', 'SymbolicLink', 'Link'] as const),
+        mode: pick([0o644, 0o755, 0o4755]),
+        uid: pick([0, 1000, 65534, 0o7777777]),
+        gid: pick([0, 1000, 0o7777777]),
+        size: pick([0, 1, 7, 511, 512, 99_999, 1 << 20]),
+        // Whole milliseconds, as the archive writer gives them; some whole seconds (not this path's).
+        mtimeMs: pick([1_700_000_000_123, 1_700_000_000_001, 1_700_000_000_999, 1_000_500, 999, 1_700_000_000_000]) + Math.floor(next() * 1000),
+        linkpath: pick([undefined, text(pick([1, 30, 100]))]),
+        uname: pick([undefined, 'root', '', text(32)]),
+        gname: pick([undefined, 'adm', '', text(32)]),
+      };
+      const data = { path: f.path, type: f.type, mode: f.mode, uid: f.uid, gid: f.gid, size: f.size, mtime: new Date(f.mtimeMs), linkpath: f.linkpath, uname: f.uname, gname: f.gname };
+      const block = Buffer.alloc(512);
+      new Header(data).encode(block);
+      const expected = Buffer.concat([new Pax(data).encode(), block]);
+      const both = encodeWithPaxMtime(f);
+      expect({ i, f, both: both?.toString('hex') }).toEqual({ i, f, both: expected.toString('hex') });
+      compared++;
+    }
+    expect(compared).toBe(3000);
+  });
+
+  it('leaves entries with a newline in a name, or more than a fractional mtime, to node-tar', () => {
+    expect(encodeWithPaxMtime({ ...base, mtimeMs: 1_700_000_000_500, path: 'a\nb' })).toBeNull();
+    expect(encodeWithPaxMtime({ ...base, mtimeMs: 1_700_000_000_500, linkpath: 'x\ny', type: 'SymbolicLink' })).toBeNull();
+    expect(encodeWithPaxMtime({ ...base, mtimeMs: 1_700_000_000_500, path: 'é' })).toBeNull();
+    expect(encodeWithPaxMtime({ ...base, mtimeMs: 1_700_000_000_500, uid: 0o10000000 })).toBeNull();
   });
 });

@@ -1,3 +1,5 @@
+import path from 'node:path';
+
 /**
  * A ustar header block for the common entry, written directly: the same bytes node-tar's Header.encode writes
  * (ustar.test.ts compares them), without its per-entry object, path splitting and string padding, which were
@@ -9,9 +11,10 @@
 /** The largest values the octal fields hold (with their NUL): 7 and 11 digits. */
 const MAX_OCTAL_8 = 0o7777777;
 const MAX_OCTAL_12 = 0o77777777777;
+const BLOCK = 512;
 
-/** node-tar's type names (those the archive writer uses) and their typeflags. */
-const TYPEFLAG = { File: 0x30, Link: 0x31, SymbolicLink: 0x32, Directory: 0x35 } as const;
+/** node-tar's type names (those the archive writer uses, and the pax header's) and their typeflags. */
+const TYPEFLAG = { File: 0x30, Link: 0x31, SymbolicLink: 0x32, Directory: 0x35, ExtendedHeader: 0x78 } as const;
 
 export interface UstarFields {
   path: string;
@@ -31,8 +34,61 @@ export interface UstarFields {
  * untouched, when the entry needs what only node-tar's encoder and a pax header give.
  */
 export function encodeUstar(block: Buffer, f: UstarFields): boolean {
-  const seconds = f.mtimeMs / 1000;
-  if (!Number.isInteger(seconds) || !fitsOctal(seconds, MAX_OCTAL_12) || !fitsOctal(f.size, MAX_OCTAL_12)) return false;
+  return Number.isInteger(f.mtimeMs / 1000) && writeUstar(block, f);
+}
+
+/**
+ * The header blocks of an entry that plain ustar holds but for a fractional mtime (most files: file systems keep
+ * sub-second times): node-tar's pax header (its own header block and the records path, gid, gname, linkpath, mtime,
+ * size, uid, uname, as node-tar writes them) and the ustar block, whose mtime field holds the whole seconds. Null
+ * when the entry needs more, or holds a newline in a name (the archive writer decides about those).
+ */
+export function encodeWithPaxMtime(f: UstarFields): Buffer | null {
+  if (f.path.includes('\n') || (f.linkpath?.includes('\n') ?? false)) return null;
+  const block = Buffer.alloc(BLOCK);
+  if (!writeUstar(block, f)) return null;
+  const body =
+    paxRecord('path', f.path) +
+    paxRecord('gid', f.gid) +
+    paxRecord('gname', f.gname) +
+    paxRecord('linkpath', f.linkpath) +
+    paxRecord('mtime', f.mtimeMs / 1000) +
+    paxRecord('size', f.size) +
+    paxRecord('uid', f.uid) +
+    paxRecord('uname', f.uname);
+  // Every field is ASCII here (writeUstar checked): a character is a byte.
+  const out = Buffer.alloc(BLOCK * (2 + Math.ceil(body.length / BLOCK)));
+  const paxHeader: UstarFields = {
+    path: `PaxHeader/${path.posix.basename(f.path)}`.slice(0, 99),
+    type: 'ExtendedHeader',
+    mode: 0o644,
+    uid: f.uid,
+    gid: f.gid,
+    size: body.length,
+    mtimeMs: f.mtimeMs,
+    uname: f.uname ?? '',
+    gname: f.gname ?? '',
+  };
+  if (!writeUstar(out, paxHeader)) return null;
+  out.write(body, BLOCK, 'latin1');
+  block.copy(out, out.length - BLOCK);
+  return out;
+}
+
+/** node-tar's pax record: its length in decimal (counting itself), then " key=value\n"; nothing for an undefined value. */
+function paxRecord(key: string, value: string | number | undefined): string {
+  if (value === undefined) return '';
+  const record = ` ${key}=${value}\n`;
+  // As node-tar counts the digits (the same float arithmetic, so the same answer at every power of ten).
+  let digits = Math.floor(Math.log(record.length) / Math.log(10)) + 1;
+  if (record.length + digits >= Math.pow(10, digits)) digits += 1;
+  return `${digits + record.length}${record}`;
+}
+
+/** The block, with the mtime's whole seconds (node-tar's floor); false when a field does not fit plain ustar. */
+function writeUstar(block: Buffer, f: UstarFields): boolean {
+  const seconds = Math.floor(f.mtimeMs / 1000);
+  if (!fitsOctal(seconds, MAX_OCTAL_12) || !fitsOctal(f.size, MAX_OCTAL_12)) return false;
   if (!fitsOctal(f.mode, MAX_OCTAL_8) || !fitsOctal(f.uid, MAX_OCTAL_8) || !fitsOctal(f.gid, MAX_OCTAL_8)) return false;
   // node-tar keeps a path under 100 bytes whole in the name field (longer ones it splits into a prefix).
   if (!isAscii(f.path, 99) || (f.linkpath !== undefined && !isAscii(f.linkpath, 100))) return false;
