@@ -13,9 +13,6 @@ export default defineConfig({
   test: {
     include: ['{shared,agent,server}/src/**/*.test.ts', 'test/**/*.test.ts'],
     pool: 'forks',
-    // As the launchers run node (bin/lifeboat-agent, bin/lifeboat-server): ArrayBuffer.prototype.transfer, which
-    // shared/src/memory.ts freeNow uses to free chunks at once.
-    execArgv: ['--harmony-rab-gsab-transfer'],
     // End-to-end tests start real servers, agents and databases: run files one at a time on 2 cores.
     fileParallelism: false,
     reporters: ['default', 'json'],

@@ -8,7 +8,7 @@ export const UNIT_NAME = 'lifeboat-agent.service';
  * V8's settings for the agent, as bin/lifeboat-agent gives them (install.test.ts holds the two equal; the
  * launcher says why these).
  */
-export const AGENT_NODE_FLAGS = ['--harmony-rab-gsab-transfer', '--max-semi-space-size=2', '--heap-growing-percent=50'] as const;
+export const AGENT_NODE_FLAGS = ['--max-semi-space-size=2', '--heap-growing-percent=50'] as const;
 /** glibc's malloc settings for the agent, as bin/lifeboat-agent sets them (held equal the same way). */
 export const AGENT_MALLOC_ENV = { MALLOC_MMAP_THRESHOLD_: '4194304', MALLOC_TRIM_THRESHOLD_: '4194304', MALLOC_ARENA_MAX: '2' } as const;
 

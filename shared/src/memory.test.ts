@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { CAN_FREE_NOW, freeNow, ownMemory } from './memory.js';
 
 describe('freeNow', () => {
-  it('runs where the tests run as the launchers run node (with ArrayBuffer.prototype.transfer)', () => {
+  it('can free memory in this node (ArrayBuffer.prototype.transfer, natively or behind the V8 flag it sets)', () => {
     expect(CAN_FREE_NOW).toBe(true);
   });
 

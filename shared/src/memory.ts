@@ -23,11 +23,25 @@ function collector(): Gc | null {
   return gc;
 }
 
+type Transfer = (this: ArrayBuffer, length?: number) => ArrayBuffer;
+
 /**
- * ArrayBuffer.prototype.transfer (ES2024): in node 22, and in node 20 behind --harmony-rab-gsab-transfer, which the
- * launchers and the agent's service pass. Where it is missing, memory is freed by collections, as before.
+ * ArrayBuffer.prototype.transfer (ES2024): node 22 has it. Node 20 has it behind V8's --harmony-rab-gsab-transfer,
+ * which every context made after the flag is set gets, and its function works on this context's buffers too. Not
+ * on the command line: V8 drops the flags of features it has shipped, and node refuses to start with a V8 flag its
+ * V8 does not know. Where neither works, memory is freed by collections, as before.
  */
-const transfer = (ArrayBuffer.prototype as { transfer?: (this: ArrayBuffer, length?: number) => ArrayBuffer }).transfer;
+const transfer: Transfer | undefined = (ArrayBuffer.prototype as { transfer?: Transfer }).transfer ?? transferBehindFlag();
+
+function transferBehindFlag(): Transfer | undefined {
+  try {
+    setFlagsFromString('--harmony-rab-gsab-transfer');
+    const fromNewContext: unknown = runInNewContext('ArrayBuffer.prototype.transfer');
+    return typeof fromNewContext === 'function' ? (fromNewContext as Transfer) : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 /** Whether freeNow can free memory in this process. */
 export const CAN_FREE_NOW = typeof transfer === 'function';
