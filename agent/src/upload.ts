@@ -1,5 +1,5 @@
 import {
-  CAN_FREE_NOW,
+  canFreeNow,
   ChunkListDigest,
   ContentDefinedChunker,
   encodeFrame,
@@ -280,7 +280,7 @@ export async function uploadArtifact(
     sendReused();
     // Where node frees chunks as soon as they are done with (the plain one in the codec thread, the stored one
     // once settled), they are no garbage: nothing to collect for them.
-    if (!CAN_FREE_NOW) garbage.add(chunk.size + chunk.stored.length);
+    if (!canFreeNow()) garbage.add(chunk.size + chunk.stored.length);
     listDigest.add(chunk);
     // A window by count and by bytes: one chunk may always go, however large.
     await waitUntil(() => unsettled === 0 || (unsettled < UPLOAD_WINDOW && unsettledBytes + chunk.size <= UPLOAD_WINDOW_BYTES));

@@ -9,42 +9,49 @@ import { runInNewContext } from 'node:vm';
  */
 type Gc = (options?: { type?: 'minor' | 'major'; execution?: 'sync' | 'async' }) => void;
 
-let gc: Gc | null | undefined;
-
-function collector(): Gc | null {
-  if (gc === undefined) {
-    try {
-      setFlagsFromString('--expose-gc');
-      gc = runInNewContext('gc') as Gc;
-    } catch {
-      gc = null;
-    }
-  }
-  return gc;
-}
-
-type Transfer = (this: ArrayBuffer, length?: number) => ArrayBuffer;
-
 /**
- * ArrayBuffer.prototype.transfer (ES2024): node 22 has it. Node 20 has it behind V8's --harmony-rab-gsab-transfer,
- * which every context made after the flag is set gets, and its function works on this context's buffers too. Not
- * on the command line: V8 drops the flags of features it has shipped, and node refuses to start with a V8 flag its
- * V8 does not know. Where neither works, memory is freed by collections, as before.
+ * What `expression` gives in a context made after V8's `flag` is set: flags such as --expose-gc and harmony
+ * features take effect in contexts made after them, not in this one. Undefined where that fails.
  */
-const transfer: Transfer | undefined = (ArrayBuffer.prototype as { transfer?: Transfer }).transfer ?? transferBehindFlag();
-
-function transferBehindFlag(): Transfer | undefined {
+function fromContextWithFlag(flag: string, expression: string): unknown {
   try {
-    setFlagsFromString('--harmony-rab-gsab-transfer');
-    const fromNewContext: unknown = runInNewContext('ArrayBuffer.prototype.transfer');
-    return typeof fromNewContext === 'function' ? (fromNewContext as Transfer) : undefined;
+    setFlagsFromString(flag);
+    return runInNewContext(expression);
   } catch {
     return undefined;
   }
 }
 
+let gc: Gc | null | undefined;
+
+function collector(): Gc | null {
+  gc ??= (fromContextWithFlag('--expose-gc', 'gc') as Gc | undefined) ?? null;
+  return gc;
+}
+
+type Transfer = (this: ArrayBuffer, length?: number) => ArrayBuffer;
+
+let transfer: Transfer | null | undefined;
+
+/**
+ * ArrayBuffer.prototype.transfer (ES2024), looked up on first use (a process that never frees, such as the admin
+ * CLI, pays nothing for it): node 22 has it. Node 20 has it behind V8's --harmony-rab-gsab-transfer, in every
+ * context made after the flag is set, and the function from such a context works on this context's buffers too.
+ * Not on the command line: V8 drops the flags of features it has shipped, and node refuses to start with a V8 flag
+ * its V8 does not know. Where neither works, memory is freed by collections, as before.
+ */
+function transferFunction(): Transfer | null {
+  if (transfer === undefined) {
+    const found = (ArrayBuffer.prototype as { transfer?: Transfer }).transfer ?? fromContextWithFlag('--harmony-rab-gsab-transfer', 'ArrayBuffer.prototype.transfer');
+    transfer = typeof found === 'function' ? (found as Transfer) : null;
+  }
+  return transfer;
+}
+
 /** Whether freeNow can free memory in this process. */
-export const CAN_FREE_NOW = typeof transfer === 'function';
+export function canFreeNow(): boolean {
+  return transferFunction() !== null;
+}
 
 /**
  * The memory a buffer fills: from its start, or after at most `headroom` bytes (a frame header in front), to its
@@ -65,10 +72,11 @@ export function ownMemory(bytes: Uint8Array, headroom = 0): ArrayBuffer | null {
  * waits for a collection, as any other).
  */
 export function freeNow(bytes: Uint8Array, headroom = 0): boolean {
-  if (!transfer) return false;
+  const free = transferFunction();
+  if (!free) return false;
   const memory = ownMemory(bytes, headroom);
   if (!memory) return false;
-  transfer.call(memory, 0);
+  free.call(memory, 0);
   return true;
 }
 

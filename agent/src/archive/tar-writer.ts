@@ -808,7 +808,6 @@ async function unchangedWhileRead(handle: FileHandle, before: Stats, p: string, 
   return true;
 }
 
-
 interface EntryFields {
   /** The path inside the archive: the absolute path without its leading "/". */
   name: string;
@@ -839,10 +838,9 @@ function encodeHeader(fields: EntryFields, a: Archiver): Buffer | null {
   if (encodeUstar(block, plain)) return block;
   const withPax = mtimeMs % 1000 !== 0 ? encodeWithPaxMtime(plain) : null;
   if (withPax) return withPax;
-  const mtime = new Date(mtimeMs);
-  const data: HeaderData = { path: name, type, mode, uid: info.uid, gid: info.gid, size, mtime, linkpath, uname, gname };
+  const data: HeaderData = { path: name, type, mode, uid: info.uid, gid: info.gid, size, mtime: new Date(mtimeMs), linkpath, uname, gname };
   const header = new Header(data);
-  const needsPax = header.encode(block) || mtime.getTime() % 1000 !== 0;
+  const needsPax = header.encode(block) || mtimeMs % 1000 !== 0;
   if (!needsPax) return block;
   // A pax reader splits records at newlines (node-tar's does), so a name with one would let a file's name
   // forge records (a size, a uid) for the restore. Such names go only in the ustar fields, when they fit.

@@ -45,8 +45,6 @@ export function encodeUstar(block: Buffer, f: UstarFields): boolean {
  */
 export function encodeWithPaxMtime(f: UstarFields): Buffer | null {
   if (f.path.includes('\n') || (f.linkpath?.includes('\n') ?? false)) return null;
-  const block = Buffer.alloc(BLOCK);
-  if (!writeUstar(block, f)) return null;
   const body =
     paxRecord('path', f.path) +
     paxRecord('gid', f.gid) +
@@ -56,8 +54,9 @@ export function encodeWithPaxMtime(f: UstarFields): Buffer | null {
     paxRecord('size', f.size) +
     paxRecord('uid', f.uid) +
     paxRecord('uname', f.uname);
-  // Every field is ASCII here (writeUstar checked): a character is a byte.
   const out = Buffer.alloc(BLOCK * (2 + Math.ceil(body.length / BLOCK)));
+  // The entry's own block last; from here on every field is ASCII (writeUstar checked): a character is a byte.
+  if (!writeUstar(out.subarray(out.length - BLOCK), f)) return null;
   const paxHeader: UstarFields = {
     path: `PaxHeader/${path.posix.basename(f.path)}`.slice(0, 99),
     type: 'ExtendedHeader',
@@ -71,7 +70,6 @@ export function encodeWithPaxMtime(f: UstarFields): Buffer | null {
   };
   if (!writeUstar(out, paxHeader)) return null;
   out.write(body, BLOCK, 'latin1');
-  block.copy(out, out.length - BLOCK);
   return out;
 }
 
