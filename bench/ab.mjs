@@ -43,7 +43,8 @@ const MiB = (bytes) => (bytes / 1048576).toFixed(0);
 const mainThread = (threads) => threads.find((t) => t.thread === 'main');
 const describe = (r) =>
   `${r.wall.toFixed(2)} s, CPU ${r.cpu.toFixed(1)} s (agent ${r.cpuBy.agent.toFixed(1)}, server ${r.cpuBy.server.toFixed(1)}; ` +
-  `agent main ${mainThread(r.threads.agent)?.user ?? '?'} user + ${mainThread(r.threads.agent)?.sys ?? '?'} sys), peak RSS agent ${MiB(r.rss.agent)} MiB, server ${MiB(r.rss.server)} MiB`;
+  `agent main ${mainThread(r.threads.agent)?.user ?? '?'} user + ${mainThread(r.threads.agent)?.sys ?? '?'} sys), peak RSS agent ${MiB(r.rss.agent)} MiB, server ${MiB(r.rss.server)} MiB` +
+  `\n   threads: ${Object.entries(r.threads).map(([proc, list]) => `${proc} ${list.map((t) => `${t.thread} ${t.user}+${t.sys}`).join(', ')}`).join('; ')}`;
 const order = (round) => (round % 2 === 0 ? ['a', 'b'] : ['b', 'a']);
 
 const results = { a: [], b: [] };
