@@ -63,7 +63,8 @@ if (phase === 'backup') {
         say(`${name}: backup ${describe(r)}`);
       } finally {
         await tool.stop().catch(() => undefined);
-        rmSync(dir, { recursive: true, force: true });
+        // AB_KEEP=1 keeps the round's server and agent logs (for BENCH_AGENT_FLAGS such as --trace-deopt).
+        if (!process.env.AB_KEEP) rmSync(dir, { recursive: true, force: true });
       }
     }
   }
