@@ -9,7 +9,7 @@ import type { StoreBackend } from './backend.js';
 const TEMP_PREFIX = '.tmp-';
 /** Objects from this size are written past the page cache, when their buffer allows it (aligned.ts). */
 const DIRECT_IO_MIN_BYTES = 256 * 1024;
-/** Direct reads at once (the server reads a few chunks ahead for a restore); more wait for none, they read buffered. */
+/** Direct reads at once (the server reads a few chunks ahead for a restore); one more does not wait: it reads buffered. */
 const DIRECT_READS_AT_ONCE = 4;
 
 /**
