@@ -44,31 +44,27 @@ export function alignedLength(bytes: number): number {
 }
 
 /**
- * A few aligned buffers lent out for direct reads and given back: allocated once and reused, so their pages stay
- * touched (fresh pages are what direct I/O saves). Holds at most `maxBuffers`; `lend` returns null when all are
- * out, and the caller reads the ordinary way.
+ * A few aligned buffers of one size, lent out for direct reads and given back: allocated once and reused, so
+ * their pages stay touched (fresh pages are what direct I/O saves). `lend` returns null when all are out.
  */
 export class AlignedScratch {
   private readonly free: Buffer[] = [];
   private count = 0;
 
-  constructor(private readonly maxBuffers: number) {}
+  constructor(
+    private readonly maxBuffers: number,
+    readonly bytes: number,
+  ) {}
 
-  lend(bytes: number): Buffer | null {
-    const fits = this.free.findIndex((b) => b.length >= bytes);
-    if (fits >= 0) return this.free.splice(fits, 1)[0]!;
-    // Too small ones make way for a larger one: a store's chunks vary from half a MiB to 8 MiB.
-    if (this.count >= this.maxBuffers && this.free.length > 0) {
-      this.free.shift();
-      this.count--;
-    }
+  lend(): Buffer | null {
+    const reused = this.free.pop();
+    if (reused) return reused;
     if (this.count >= this.maxBuffers) return null;
     this.count++;
-    return allocateAligned(Math.ceil(bytes / SCRATCH_STEP) * SCRATCH_STEP);
+    return allocateAligned(this.bytes);
   }
 
   giveBack(buffer: Buffer): void {
     this.free.push(buffer);
   }
 }
-const SCRATCH_STEP = 1024 * 1024;

@@ -57,6 +57,8 @@ describe('FsBackend direct I/O', () => {
       expect((await backend.getRange('packs/aa/direct', size - 300_000, 300_000)).equals(bytes.subarray(size - 300_000))).toBe(true);
       await expect(backend.getRange('packs/aa/direct', size - 300_000, 300_001)).rejects.toMatchObject({ code: 'integrity' });
       if (!cached) expect(pageCacheBytes(file)).toBe(0);
+      // A range larger than the scratch buffers is read the ordinary way.
+      expect((await backend.getRange('packs/aa/direct', 100, 2_500_000)).equals(bytes.subarray(100, 2_500_100))).toBe(true);
       expect((await readFile(file)).equals(bytes)).toBe(true);
     } finally {
       await cleanup();

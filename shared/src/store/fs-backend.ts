@@ -9,8 +9,13 @@ import type { StoreBackend } from './backend.js';
 const TEMP_PREFIX = '.tmp-';
 /** Objects from this size are written past the page cache, when their buffer allows it (aligned.ts). */
 const DIRECT_IO_MIN_BYTES = 256 * 1024;
-/** Direct reads at once (the server reads a few chunks ahead for a restore); one more does not wait: it reads buffered. */
+/**
+ * Direct reads at once (the server reads a few chunks ahead for a restore; one more does not wait, it reads
+ * buffered), and the largest range read directly: most stored chunks are under 2 MiB, and the scratch buffers
+ * stay resident, so they are kept small (8 MiB in all) and a larger chunk is read buffered.
+ */
 const DIRECT_READS_AT_ONCE = 4;
+const DIRECT_READ_MAX_BYTES = 2 * 1024 * 1024;
 
 /**
  * The default store: one file per object under a directory.
@@ -24,7 +29,7 @@ export class FsBackend implements StoreBackend {
   private directWrites = true;
   /** The same for reads of large ranges (a chunk of a pack), through a few reused aligned buffers. */
   private directReads = true;
-  private readonly scratch = new AlignedScratch(DIRECT_READS_AT_ONCE);
+  private readonly scratch = new AlignedScratch(DIRECT_READS_AT_ONCE, alignedLength(DIRECT_READ_MAX_BYTES) + DIRECT_IO_ALIGNMENT);
 
   constructor(readonly root: string) {}
 
@@ -134,7 +139,7 @@ export class FsBackend implements StoreBackend {
   }
 
   async getRange(key: string, offset: number, length: number): Promise<Buffer> {
-    if (this.directReads && length >= DIRECT_IO_MIN_BYTES) {
+    if (this.directReads && length >= DIRECT_IO_MIN_BYTES && length <= DIRECT_READ_MAX_BYTES) {
       const read = await this.getRangeDirect(key, offset, length);
       if (read) return read;
     }
@@ -157,7 +162,7 @@ export class FsBackend implements StoreBackend {
   private async getRangeDirect(key: string, offset: number, length: number): Promise<Buffer | null> {
     const start = offset - (offset % DIRECT_IO_ALIGNMENT);
     const span = alignedLength(offset + length - start);
-    const scratch = this.scratch.lend(span);
+    const scratch = this.scratch.lend();
     if (!scratch) return null;
     try {
       const handle = await this.openObject(key, constants.O_DIRECT);
