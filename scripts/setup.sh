@@ -4,9 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# What the tests and the agents' sources need from Debian (node-gyp's toolchain builds better-sqlite3; util-linux-extra has
-# fincore, which the store's tests use to see that packs bypass the page cache).
-packages=(g++ make python3 tar sqlite3 postgresql-15 postgresql-client-15 mariadb-server mariadb-client openssl procps util-linux util-linux-extra)
+# What the tests and the agents' sources need from Debian (node-gyp's toolchain builds better-sqlite3).
+packages=(g++ make python3 tar sqlite3 postgresql-15 postgresql-client-15 mariadb-server mariadb-client openssl procps util-linux)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

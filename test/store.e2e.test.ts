@@ -271,7 +271,7 @@ describe('a connection cut at 60% costs only what was missing', () => {
     }, 'the retry to succeed', 120_000, 200);
     const snapshots = (await server.api<{ snapshots: unknown[] }>('GET', '/v1/snapshots?plan=resume')).body.snapshots;
     expect(snapshots).toHaveLength(1);
-    // The retry sent what was not durable at the cut — give or take the chunks in flight (a window: 8 MiB)
+    // The retry sent what was not durable at the cut — give or take the chunks in flight (a window: 12 MiB)
     // and the stored form's few bytes of header per chunk — and nothing that was.
     const sent = sentBytes(retry!);
     const missing = total - durableAtCut;

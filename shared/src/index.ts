@@ -17,7 +17,6 @@ export * from './protocol.js';
 export * from './restore-args.js';
 
 export const LIFEBOAT_VERSION = '0.1.0';
-export * from './store/aligned.js';
 export * from './store/backend.js';
 export * from './store/fs-backend.js';
 export * from './store/pack.js';

@@ -32,12 +32,9 @@ export const MAX_FRAME_BYTES = MAX_STORED_CHUNK_BYTES + 64;
 export const UPLOAD_WINDOW = 32;
 /**
  * …and at most this many bytes of them (chunks vary from a few KiB, a group of small files, to 8 MiB: a count
- * alone bounds memory loosely, and many small chunks need many in flight to keep the link busy). The server holds
- * up to this much in received frames while it writes a pack: at 12 MiB, once packs were written with direct I/O
- * and so sooner, its peak reached 147-154 MiB in the fastest backups; at 8 MiB, 135-141 MiB, and the backups
- * were faster too (bench/RESULTS.md, 2026-11-25 05:20).
+ * alone bounds memory loosely, and many small chunks need many in flight to keep the link busy).
  */
-export const UPLOAD_WINDOW_BYTES = 8 * 1024 * 1024;
+export const UPLOAD_WINDOW_BYTES = 12 * 1024 * 1024;
 /** Chunks an agent may have requested and not yet received during a restore. */
 export const DOWNLOAD_WINDOW = 32;
 /** …and at most this many bytes of them. */

@@ -6,7 +6,6 @@ import { describe, expect, it } from 'vitest';
 import { encodeChunk, FsBackend, MAX_CHUNK_BYTES, PACK_TARGET_BYTES, packIndexKey, packKey, readPackIndex, StorePackIndex } from '@lifeboat/shared';
 import { Catalog } from '../catalog/catalog.js';
 import { openCatalogDb } from '../catalog/db.js';
-import { livesInPageCache, pageCacheBytes } from '@lifeboat/shared/store/page-cache.suite';
 import { ChunkStore } from './chunks.js';
 
 async function withStore(test: (chunks: ChunkStore, backend: FsBackend, catalog: Catalog) => Promise<void>) {
@@ -49,17 +48,6 @@ describe('ChunkStore', () => {
       expect(index.size).toBe(2);
       expect((await index.readChunk(d.id)).equals(d.stored)).toBe(true);
       expect((await files(backend.root)).length).toBe(2);
-    }));
-
-  it('writes packs past the page cache (aligned pack buffers: shared/src/store/aligned.ts)', () =>
-    withStore(async (chunks, backend) => {
-      const writer = chunks.writer();
-      const c = encodeChunk(randomBytes(2 * 1024 * 1024), { level: 0 });
-      writer.add(c.id, c.stored, c.size);
-      await writer.flush();
-      const pack = join(backend.root, packKey((await StorePackIndex.load(backend)).locate(c.id)!.pack));
-      if (!livesInPageCache(backend.root)) expect(pageCacheBytes(pack)).toBe(0);
-      expect((await chunks.get(c.id, c.size)).equals(c.stored)).toBe(true);
     }));
 
   it('seals a pack once it holds PACK_TARGET_BYTES', () =>

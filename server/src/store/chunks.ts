@@ -1,5 +1,4 @@
 import {
-  allocateAligned,
   Cipher,
   decodeChunk,
   describeError,
@@ -110,7 +109,7 @@ export class PackWriter {
     if (stored.length > PACK_BUFFER_BYTES) throw new LifeboatError('integrity', `chunk ${id.slice(0, 16)}… is ${stored.length} bytes stored, more than a chunk can be; nothing stored`);
     this.pending.add(id);
     if (this.bytes + stored.length > PACK_BUFFER_BYTES) this.seal();
-    this.buffer ??= this.spare ?? allocateAligned(PACK_BUFFER_BYTES);
+    this.buffer ??= this.spare ?? Buffer.allocUnsafeSlow(PACK_BUFFER_BYTES);
     this.spare = null;
     this.entries.push([id, this.bytes, stored.length, plainSize]);
     this.bytes += stored.copy(this.buffer, this.bytes);
