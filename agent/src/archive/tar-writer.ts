@@ -829,18 +829,19 @@ function encodeHeader(fields: EntryFields, a: Archiver): Buffer | null {
   const mode = info.mode & 0o7777;
   const uname = a.owners.users.get(info.uid);
   const gname = a.owners.groups.get(info.gid);
+  const fractional = mtimeMs % 1000 !== 0;
+  // The common entries, in node-tar's bytes without node-tar's cost (ustar.ts): ustar and a pax header for the
+  // sub-second mtime most file systems keep (which makes its own buffer), or plain ustar. The rest as before.
+  const plain: UstarFields = { path: name, type, mode, uid: info.uid, gid: info.gid, size, mtimeMs, linkpath, uname, gname };
+  const withPax = fractional ? encodeWithPaxMtime(plain) : null;
+  if (withPax) return withPax;
   // A zeroed block from the buffer pool: node-tar's own, a 512-byte allocation per entry, is memory V8 counts
   // toward its next full collection, and a walk makes tens of thousands.
   const block = Buffer.allocUnsafe(BLOCK).fill(0);
-  // The common entries, in node-tar's bytes without node-tar's cost (ustar.ts): plain ustar, or ustar and a pax
-  // header for the sub-second mtime most file systems keep. The rest as before.
-  const plain: UstarFields = { path: name, type, mode, uid: info.uid, gid: info.gid, size, mtimeMs, linkpath, uname, gname };
-  if (encodeUstar(block, plain)) return block;
-  const withPax = mtimeMs % 1000 !== 0 ? encodeWithPaxMtime(plain) : null;
-  if (withPax) return withPax;
+  if (!fractional && encodeUstar(block, plain)) return block;
   const data: HeaderData = { path: name, type, mode, uid: info.uid, gid: info.gid, size, mtime: new Date(mtimeMs), linkpath, uname, gname };
   const header = new Header(data);
-  const needsPax = header.encode(block) || mtimeMs % 1000 !== 0;
+  const needsPax = header.encode(block) || fractional;
   if (!needsPax) return block;
   // A pax reader splits records at newlines (node-tar's does), so a name with one would let a file's name
   // forge records (a size, a uid) for the restore. Such names go only in the ustar fields, when they fit.
